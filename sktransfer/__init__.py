@@ -1,0 +1,19 @@
+"""Transfer learning with pretrained CNNs as scikit-learn estimators."""
+
+from ._backbones import BlockInfo, backbone_blocks, list_backbones
+from ._features import CNNFeatureExtractor
+from ._images import read_images
+from ._pixels import PixelFeatures
+from ._weights import WeightsUnavailableError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockInfo",
+    "CNNFeatureExtractor",
+    "PixelFeatures",
+    "WeightsUnavailableError",
+    "backbone_blocks",
+    "list_backbones",
+    "read_images",
+]

@@ -1,0 +1,268 @@
+"""Feature extraction: a pretrained network cut at a block, pooled, as a transformer."""
+
+import os
+from numbers import Integral
+
+import joblib
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_memory
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._backbones import resolve_backbone
+from ._device import network_errors, resolve_device
+from ._images import check_images
+
+POOLINGS = ("avg", "max", "avgmax")
+
+
+def pool_features(feature_map, pooling):
+    """Pool a ``(n, C, H, W)`` map to ``(n, C)`` (``2C`` for "avgmax"), or flatten it."""
+    if feature_map.ndim == 2:
+        return feature_map
+    if pooling is None:
+        return feature_map.flatten(1)
+    flat = feature_map.flatten(2)
+    if pooling == "avg":
+        return flat.mean(2)
+    if pooling == "max":
+        return flat.amax(2)
+    return torch.cat([flat.mean(2), flat.amax(2)], dim=1)
+
+
+def run_blocks(blocks, batch, layers, pooling):
+    """Run ``blocks`` up to the highest of ``layers``; pool and join their outputs in order."""
+    outputs = {}
+    top = max(layers)
+    for index in range(top + 1):
+        batch = blocks[index](batch)
+        if index in layers:
+            outputs[index] = pool_features(batch, pooling)
+    return torch.cat([outputs[index] for index in layers], dim=1)
+
+
+def show_progress(progress, n_batches):
+    """tqdm's ``disable`` for ``progress`` in {"auto", True, False}."""
+    if progress == "auto":
+        return None if n_batches >= 10 else True  # None: shown only on a terminal
+    return not progress
+
+
+def extract_features(blocks, images, *, layers, pooling, preprocessing, batch_size,
+                     device, progress="auto"):
+    """Stream ``images`` through ``blocks`` into a preallocated float32 array.
+
+    Memory beyond the output stays bounded by one batch: images are decoded,
+    preprocessed and run batch by batch under ``inference_mode``.
+
+    Returns
+    -------
+    ndarray of shape (n_images, n_features), float32
+    """
+    blocks.eval().to(device)
+    n_batches = -(-len(images) // batch_size)
+    features = None
+    with torch.inference_mode(), network_errors(
+        input_size=preprocessing.input_size, batch_size=batch_size
+    ), tqdm(total=len(images), unit="img", desc="extracting features",
+            disable=show_progress(progress, n_batches)) as bar:
+        for start, batch in images.batches(batch_size, preprocessing):
+            pooled = run_blocks(blocks, batch.to(device), layers, pooling)
+            if features is None:
+                features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
+            features[start:start + len(pooled)] = pooled.float().cpu().numpy()
+            bar.update(len(pooled))
+    return features
+
+
+def _extract_cached(extractor, images, key):
+    """Cached by ``key`` alone (``extractor`` and ``images`` are ignored by joblib)."""
+    return extractor._extract(images)
+
+
+class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
+    """Features of a pretrained CNN, cut at a block and pooled, as a transformer.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        ``"efficientnet_lite0"`` (ImageNet weights embedded, works offline), any
+        torchvision classification model name, ``"timm/<name>"``, or a module.
+        See :func:`sktransfer.list_backbones`.
+    weights : {"imagenet"}, str, path or None, default="imagenet"
+        Pretrained weights; ``None`` for random initialization; a path to a local
+        ``.pth``/``.pt``/``.safetensors`` state dict; a torchvision weights name.
+    layer : int, str or list, default=-1
+        Block to take features from: an index (negative counts from the top), a
+        block name, or a list of them whose pooled features are concatenated.
+        See :func:`sktransfer.backbone_blocks`.
+    pooling : {"avg", "max", "avgmax"} or None, default="avg"
+        Global pooling of each feature map; ``None`` flattens the map.
+    image_size : int or (int, int), default=None
+        Resize images to this size; ``None`` uses the weights' own input size.
+    image_shape : tuple of int, default=None
+        Shape ``(H, W)`` or ``(H, W, C)`` of the rows when ``X`` is a 2-D array of
+        flattened images; ``None`` infers square images.
+    batch_size : int, default=64
+        Images per forward pass.
+    device : str or torch.device, default="auto"
+        ``"auto"`` uses CUDA or MPS when present, else the CPU.
+    progress : "auto" or bool, default="auto"
+        Show a progress bar; ``"auto"`` shows one on long transforms in a terminal.
+    memory : str, path or joblib.Memory, default=None
+        Cache features by content of the images and the extractor's settings.
+
+    Attributes
+    ----------
+    backbone_ : Backbone
+        The loaded network, cut into blocks, with its preprocessing.
+    layers_ : list of int
+        Block indices features are taken from.
+    preprocessing_ : Preprocessing
+        Input size, mean, std and interpolation applied to every image.
+    n_features_in_ : int
+        Columns of ``X`` during fit, when ``X`` was a 2-D array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import CNNFeatureExtractor
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    >>> extractor = CNNFeatureExtractor(image_size=64).fit(images)
+    >>> extractor.transform(images).shape
+    (4, 1280)
+    """
+
+    _parameter_constraints = {
+        "backbone": [str, nn.Module],
+        "weights": "no_validation",  # checked where the backbone is resolved
+        "layer": [Integral, str, list, tuple],
+        "pooling": [StrOptions(set(POOLINGS)), None],
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "image_shape": [tuple, list, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "progress": [StrOptions({"auto"}), "boolean"],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+    }
+
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", layer=-1,
+                 pooling="avg", image_size=None, image_shape=None, batch_size=64,
+                 device="auto", progress="auto", memory=None):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.image_size = image_size
+        self.image_shape = image_shape
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        self.memory = memory
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the network and check that it takes ``X``'s images.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : ignored
+
+        Returns
+        -------
+        self : CNNFeatureExtractor
+        """
+        check_images(self, X, reset=True, image_shape=self.image_shape)
+        resolve_device(self.device)
+        self.backbone_ = resolve_backbone(self.backbone, self.weights)
+        self.preprocessing_ = self.backbone_.preprocessing.with_size(self.image_size)
+        layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
+        if len(layers) == 0:
+            raise ValueError("layer is an empty list; give at least one block.")
+        self.layers_ = [self.backbone_.block_index(layer) for layer in layers]
+        self._feature_names_out = self._probe_feature_names()
+        return self
+
+    def transform(self, X):
+        """Features of each image.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image input.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features), float32
+        """
+        check_is_fitted(self)
+        images = check_images(self, X, reset=False, image_shape=self.image_shape)
+        if self.memory is None:
+            return self._extract(images)
+        memory = check_memory(self.memory)
+        cached = memory.cache(_extract_cached, ignore=["extractor", "images"])
+        return cached(self, images, key=(self._weights_digest(), self._settings_key(),
+                                         images.fingerprint()))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``<block>_<pooling><i>`` of the output columns."""
+        check_is_fitted(self)
+        return np.asarray(self._feature_names_out, dtype=object)
+
+    def _extract(self, images):
+        return extract_features(
+            self.backbone_.blocks, images, layers=self.layers_, pooling=self.pooling,
+            preprocessing=self.preprocessing_, batch_size=self.batch_size,
+            device=resolve_device(self.device), progress=self.progress,
+        )
+
+    def _probe_feature_names(self):
+        """Output width of each layer, from one forward pass of a blank image."""
+        blank = torch.zeros(1, self.preprocessing_.channels, *self.preprocessing_.input_size)
+        names = []
+        self.backbone_.blocks.eval()
+        with torch.inference_mode(), network_errors(
+            input_size=self.preprocessing_.input_size, batch_size=1
+        ):
+            for index in self.layers_:
+                width = run_blocks(self.backbone_.blocks, blank, [index], self.pooling).shape[1]
+                block = self.backbone_.block_names[index]
+                if self.pooling == "avgmax":
+                    names += [f"{block}_avg{i}" for i in range(width // 2)]
+                    names += [f"{block}_max{i}" for i in range(width // 2)]
+                else:
+                    suffix = self.pooling or "map"
+                    names += [f"{block}_{suffix}{i}" for i in range(width)]
+        return names
+
+    def _weights_digest(self):
+        if not hasattr(self, "_weights_digest_value"):
+            self._weights_digest_value = joblib.hash(
+                {k: v.cpu().numpy() for k, v in self.backbone_.blocks.state_dict().items()}
+            )
+        return self._weights_digest_value
+
+    def _settings_key(self):
+        return (self.layers_, self.pooling, self.preprocessing_)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        backbone = state.get("backbone_")
+        if backbone is not None and any(p.device.type != "cpu" for p in backbone.blocks.parameters()):
+            import copy
+
+            backbone = copy.copy(backbone)
+            backbone.blocks = copy.deepcopy(backbone.blocks).cpu()
+            state["backbone_"] = backbone
+        state.pop("_weights_digest_value", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags

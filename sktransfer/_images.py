@@ -1,0 +1,302 @@
+"""Images in, one way: every accepted form of ``X`` becomes an :class:`ImageSet`.
+
+Accepted forms are numpy arrays ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``
+with C in {1, 3, 4}; 2-D arrays ``(n, n_pixels)`` of flattened images (read with
+``image_shape``); lists of PIL images, of arrays of any sizes, or of file paths;
+1-D arrays or pandas Series of paths. An :class:`ImageSet` yields preprocessed
+float batches, decoding files only when their batch is needed.
+"""
+
+import hashlib
+import os
+from math import isqrt
+from numbers import Integral, Real
+
+import joblib
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from sklearn.utils.validation import check_array, validate_data
+
+from ._preprocessing import prepare_batch
+
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+class ImageSet:
+    """A validated collection of images.
+
+    Build it with :func:`read_images` (or :func:`check_images` inside an estimator).
+
+    Parameters
+    ----------
+    array : ndarray of shape (n, H, W, C), optional
+        Images of one size, channels last (a view of the user's data, never copied whole).
+    items : list, optional
+        Paths, PIL images or arrays, decoded one by one when their batch is needed.
+    """
+
+    def __init__(self, *, array=None, items=None):
+        self._array = array
+        self._items = items
+
+    def __len__(self):
+        return len(self._array) if self._array is not None else len(self._items)
+
+    def load(self, indices):
+        """Return the images at ``indices`` as float32 tensors in [0, 1], channels first.
+
+        Returns a single tensor ``(n, C, H, W)`` when all images share a shape,
+        else a list of ``(C, H, W)`` tensors.
+        """
+        if self._array is not None:
+            chunk = self._array[indices]
+            return _to_float_tensor(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2)
+        images = [_to_float_tensor(_decode(self._items[i], i)).permute(2, 0, 1) for i in indices]
+        if all(img.shape == images[0].shape for img in images):
+            return torch.stack(images)
+        return images
+
+    def prepare(self, indices, preprocessing):
+        """Load the images at ``indices`` and apply ``preprocessing`` as one batch."""
+        loaded = self.load(indices)
+        if isinstance(loaded, list):
+            return torch.cat([prepare_batch(img[None], preprocessing) for img in loaded])
+        return prepare_batch(loaded, preprocessing)
+
+    def batches(self, batch_size, preprocessing):
+        """Yield ``(start, batch)`` pairs of preprocessed consecutive images."""
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            yield start, self.prepare(range(start, stop) if self._items is not None
+                                      else slice(start, stop), preprocessing)
+
+    def fingerprint(self):
+        """A digest of the content, for caching: array bytes, or file path, size and mtime."""
+        if self._array is not None:
+            return joblib.hash(self._array)
+        digest = hashlib.sha256()
+        for item in self._items:
+            digest.update(_item_key(item).encode())
+        return digest.hexdigest()
+
+
+def check_images(estimator, X, *, reset, image_shape=None):
+    """Validate ``X`` for ``estimator`` and return an :class:`ImageSet`.
+
+    Tabular input (2-D numeric arrays, DataFrames) goes through scikit-learn's
+    ``validate_data`` so that ``n_features_in_`` and ``feature_names_in_`` behave as in
+    any scikit-learn estimator; every other form is read by :func:`read_images`.
+    """
+    if _is_tabular(X):
+        X = validate_data(estimator, X, reset=reset, dtype="numeric")
+        return read_images(X, image_shape=image_shape)
+    if reset:
+        for attribute in ("n_features_in_", "feature_names_in_"):
+            if hasattr(estimator, attribute):
+                delattr(estimator, attribute)
+    return read_images(X, image_shape=image_shape)
+
+
+def read_images(X, *, image_shape=None):
+    """Turn any accepted image input into an :class:`ImageSet`.
+
+    Parameters
+    ----------
+    X : array-like, list of PIL images / arrays / paths, or 1-D array of paths
+        See the module docstring for the accepted forms.
+    image_shape : tuple of int, default=None
+        ``(H, W)`` or ``(H, W, C)`` of the rows of a 2-D array. ``None`` reads a
+        row whose length is a square (or 3 x a square) as a square image and any
+        other row as a 1-pixel-high strip.
+
+    Returns
+    -------
+    ImageSet
+    """
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"X must be a collection of images, got a single path {X!r}. Wrap it in a "
+            "list ([path]), or load a folder of class sub-folders with "
+            "sktransfer.datasets.load_image_folder."
+        )
+    if isinstance(X, Image.Image):
+        raise TypeError("X must be a collection of images, got one PIL image. Wrap it in a list.")
+    if hasattr(X, "iloc") and getattr(X, "ndim", 2) == 1:  # pandas Series of paths
+        X = X.tolist()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "USO" and X.ndim == 1:
+        X = X.tolist()
+    if isinstance(X, (list, tuple)) and not _is_tabular(X):
+        return ImageSet(items=_check_items(X))
+    return ImageSet(array=_check_array_images(X, image_shape))
+
+
+def _is_tabular(X):
+    if hasattr(X, "iloc"):
+        return getattr(X, "ndim", 1) == 2
+    if isinstance(X, np.ndarray):
+        return X.ndim == 2
+    if isinstance(X, (list, tuple)) and len(X) > 0:
+        first = X[0]
+        return isinstance(first, (list, tuple)) or (
+            isinstance(first, Real) and not isinstance(first, bool)
+        )
+    return False
+
+
+def _check_items(items):
+    if len(items) == 0:
+        raise ValueError("X is empty: found 0 images, at least 1 is required.")
+    missing = []
+    for index, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            if not os.path.isfile(item):
+                missing.append(os.fspath(item))
+        elif not isinstance(item, (Image.Image, np.ndarray)):
+            raise TypeError(
+                f"X[{index}] is a {type(item).__name__}; each image must be a file path, "
+                "a PIL image or a numpy array."
+            )
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found: {shown}{more}. Check the paths "
+            "(relative paths are read from the current directory "
+            f"{os.getcwd()!r})."
+        )
+    return list(items)
+
+
+def _check_array_images(X, image_shape):
+    X = check_array(
+        X, allow_nd=True, dtype="numeric", ensure_min_samples=1, input_name="X"
+    )
+    if X.ndim == 2:
+        height, width, channels = _row_shape(X.shape[1], image_shape)
+        return X.reshape(len(X), height, width, channels)
+    if X.ndim == 3:
+        images = X[..., np.newaxis]
+    elif X.ndim == 4:
+        if X.shape[-1] in _CHANNEL_COUNTS:
+            images = X
+        elif X.shape[1] in _CHANNEL_COUNTS:
+            images = X.transpose(0, 2, 3, 1)
+        else:
+            raise ValueError(
+                f"X has shape {X.shape}, a 4-D array needs 1, 3 or 4 channels, in the "
+                "last axis (n, H, W, C) or the second axis (n, C, H, W)."
+            )
+    else:
+        raise ValueError(
+            f"X has {X.ndim} dimensions (shape {X.shape}); expected (n, n_pixels), "
+            "(n, H, W), (n, H, W, C) or (n, C, H, W)."
+        )
+    if 0 in images.shape[1:3]:
+        raise ValueError(f"X holds zero-size images (shape {X.shape}); images need H, W >= 1.")
+    return images
+
+
+def _row_shape(n_pixels, image_shape):
+    if image_shape is None:
+        side = isqrt(n_pixels)
+        if side * side == n_pixels:
+            return side, side, 1
+        side = isqrt(n_pixels // 3)
+        if n_pixels % 3 == 0 and side * side * 3 == n_pixels:
+            return side, side, 3
+        return 1, n_pixels, 1
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) not in (2, 3)
+        or not all(isinstance(s, Integral) and s >= 1 for s in image_shape)
+    ):
+        raise ValueError(
+            f"image_shape must be (H, W) or (H, W, C) of positive ints, got {image_shape!r}."
+        )
+    height, width, channels = (*image_shape, 1) if len(image_shape) == 2 else image_shape
+    if channels not in _CHANNEL_COUNTS:
+        raise ValueError(f"image_shape={tuple(image_shape)!r} has {channels} channels; use 1, 3 or 4.")
+    if height * width * channels != n_pixels:
+        raise ValueError(
+            f"X has {n_pixels} columns but image_shape={tuple(image_shape)!r} needs "
+            f"{height * width * channels}. Set image_shape to the shape of one image, "
+            "or None to infer it."
+        )
+    return height, width, channels
+
+
+def _to_float_tensor(array):
+    """uint8 / uint16 / other ints scaled to [0, 1]; floats are taken as they are."""
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array).float().div_(255.0)
+    if array.dtype == np.uint16:
+        return torch.from_numpy(array.astype(np.float32)).div_(65535.0)
+    if array.dtype == np.bool_:
+        return torch.from_numpy(array.astype(np.float32))
+    if array.dtype.kind in "iu":
+        return torch.from_numpy(array.astype(np.float32)).div_(255.0)
+    return torch.from_numpy(array.astype(np.float32, copy=False))
+
+
+def _decode(item, index):
+    """One list item as an (H, W, C) array."""
+    if isinstance(item, Image.Image):
+        return _pil_to_array(item)
+    if isinstance(item, np.ndarray):
+        return _check_item_array(item, index)
+    path = os.fspath(item)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _pil_to_array(image)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {path!r} (X[{index}]).") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as error:
+        raise ValueError(
+            f"Cannot read image file {path!r} (X[{index}]): {error}. The file is not a "
+            "complete image that PIL can open (JPEG, PNG, ...): replace it or remove it from X."
+        ) from None
+
+
+def _pil_to_array(image):
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(image, dtype=np.uint16)[..., np.newaxis]
+    if image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P"
+                              else "RGB")
+    array = np.asarray(image)
+    return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def _check_item_array(array, index):
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"X[{index}] has dtype {array.dtype}; image arrays must be numeric.")
+    if array.ndim == 2:
+        array = array[..., np.newaxis]
+    elif array.ndim == 3 and array.shape[-1] not in _CHANNEL_COUNTS:
+        if array.shape[0] not in _CHANNEL_COUNTS:
+            raise ValueError(
+                f"X[{index}] has shape {array.shape}; an image array needs 1, 3 or 4 "
+                "channels, first or last: (H, W), (H, W, C) or (C, H, W)."
+            )
+        array = array.transpose(1, 2, 0)
+    elif array.ndim != 3:
+        raise ValueError(
+            f"X[{index}] has {array.ndim} dimensions; an image is (H, W), (H, W, C) or (C, H, W)."
+        )
+    if 0 in array.shape:
+        raise ValueError(f"X[{index}] is a zero-size image (shape {array.shape}).")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"X[{index}] contains NaN or infinity; images need finite pixels.")
+    return array
+
+
+def _item_key(item):
+    if isinstance(item, Image.Image):
+        return "pil:" + joblib.hash((item.mode, item.size, item.tobytes()))
+    if isinstance(item, np.ndarray):
+        return "array:" + joblib.hash(item)
+    stat = os.stat(item)
+    return f"path:{os.path.abspath(item)}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -1,0 +1,104 @@
+"""What a network expects of its input, and the batched transform that gives it that.
+
+The metadata (input size, mean, std, interpolation) always comes from the weights'
+own description (timm's ``pretrained_cfg``, torchvision's ``weights.transforms()``);
+this module only applies it, on whole batches in torch.
+"""
+
+from dataclasses import dataclass, replace
+from numbers import Integral
+
+import torch
+import torch.nn.functional as F
+
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input contract of a network.
+
+    Parameters
+    ----------
+    input_size : tuple of (int, int)
+        Height and width the images are resized to.
+    mean, std : tuple of float or None
+        Per-channel normalization; ``None`` leaves pixel values in [0, 1].
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Resampling used by the resize.
+    channels : {1, 3}
+        Number of channels the network takes (grayscale is replicated to 3).
+    """
+
+    input_size: tuple
+    mean: tuple | None = None
+    std: tuple | None = None
+    interpolation: str = "bilinear"
+    channels: int = 3
+
+    def with_size(self, image_size):
+        """Return a copy whose ``input_size`` is ``image_size`` (None keeps it)."""
+        if image_size is None:
+            return self
+        return replace(self, input_size=as_size_pair(image_size, "image_size"))
+
+
+def as_size_pair(size, name):
+    """Turn an int or a (height, width) pair into a validated (int, int) tuple."""
+    if isinstance(size, Integral) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size)
+    ):
+        raise TypeError(
+            f"{name} must be an int or a (height, width) pair of ints, got {size!r}."
+        )
+    if min(size) < 1:
+        raise ValueError(f"{name} must be positive, got {tuple(size)!r}.")
+    return (int(size[0]), int(size[1]))
+
+
+def prepare_batch(batch, preprocessing):
+    """Resize, fix channels and normalize a float batch in [0, 1].
+
+    Parameters
+    ----------
+    batch : torch.Tensor of shape (n, c, h, w), float32
+        Images with c in {1, 3, 4}; alpha is dropped, grayscale replicated.
+    preprocessing : Preprocessing
+
+    Returns
+    -------
+    torch.Tensor of shape (n, preprocessing.channels, *input_size)
+    """
+    batch = _to_channels(batch, preprocessing.channels)
+    if tuple(batch.shape[-2:]) != preprocessing.input_size:
+        antialias = preprocessing.interpolation != "nearest"
+        batch = F.interpolate(
+            batch,
+            size=preprocessing.input_size,
+            mode=preprocessing.interpolation,
+            antialias=antialias,
+            **({} if not antialias else {"align_corners": False}),
+        )
+    if preprocessing.mean is not None:
+        mean = torch.as_tensor(preprocessing.mean, dtype=batch.dtype).view(1, -1, 1, 1)
+        std = torch.as_tensor(preprocessing.std, dtype=batch.dtype).view(1, -1, 1, 1)
+        batch = (batch - mean) / std
+    return batch.contiguous()
+
+
+def _to_channels(batch, channels):
+    n_in = batch.shape[1]
+    if n_in == 4:
+        batch = batch[:, :3]
+        n_in = 3
+    if n_in == channels:
+        return batch
+    if channels == 3:
+        return batch.expand(-1, 3, -1, -1)
+    # RGB to luminance with the ITU-R 601 weights that PIL's convert("L") uses.
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=batch.dtype).view(1, 3, 1, 1)
+    return (batch * weights).sum(dim=1, keepdim=True)
