@@ -227,16 +227,16 @@ def _row_shape(n_pixels, image_shape):
 
 
 def _to_float_tensor(array):
-    """uint8 / uint16 / other ints scaled to [0, 1]; floats are taken as they are."""
-    if array.dtype == np.uint8:
-        return torch.from_numpy(array).float().div_(255.0)
+    """uint8 / uint16 / other ints scaled to [0, 1]; floats are taken as they are.
+
+    Always a fresh float32 copy of one batch: the input may be read-only (memmap, PIL).
+    """
+    tensor = torch.from_numpy(array.astype(np.float32))
     if array.dtype == np.uint16:
-        return torch.from_numpy(array.astype(np.float32)).div_(65535.0)
-    if array.dtype == np.bool_:
-        return torch.from_numpy(array.astype(np.float32))
+        return tensor.div_(65535.0)
     if array.dtype.kind in "iu":
-        return torch.from_numpy(array.astype(np.float32)).div_(255.0)
-    return torch.from_numpy(array.astype(np.float32, copy=False))
+        return tensor.div_(255.0)
+    return tensor
 
 
 def _decode(item, index):

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch, tmp_path):
+    """Every test runs with empty download caches and no way to download."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(url, *args, **kwargs):
+        from urllib.error import URLError
+
+        raise URLError(f"no network in tests ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture
+def rgb_images():
+    """Six 20x24 RGB uint8 images with smooth content (not noise)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:20, 0:24]
+    images = []
+    for _ in range(6):
+        phase = rng.uniform(0, 6, size=3)
+        images.append(np.stack([127 + 120 * np.sin(xx / 4 + phase[c] + yy / 7) for c in range(3)], -1))
+    return np.asarray(images).round().astype(np.uint8)
+
+
+def tiny_cnn(in_channels=3):
+    """A three-block CNN with BatchNorm, the smallest backbone that behaves like a real one."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU()),
+    )
+
+
+@pytest.fixture
+def tiny_backbone():
+    return tiny_cnn()

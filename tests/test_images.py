@@ -1,0 +1,159 @@
+"""Every accepted image form reads to the same pixels; bad input gets a clear error."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from sktransfer import read_images
+from sktransfer._preprocessing import Preprocessing
+
+SAME_SIZE = Preprocessing(input_size=(20, 24))
+
+
+def prepared(X, **kwargs):
+    images = read_images(X, **kwargs)
+    return torch.cat([batch for _, batch in images.batches(4, SAME_SIZE)]).numpy()
+
+
+def write_images(images, folder, suffix=".png", mode=None):
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"img{i}{suffix}"
+        pil = Image.fromarray(image)
+        (pil.convert(mode) if mode else pil).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_every_input_form_gives_the_same_pixels(rgb_images, tmp_path):
+    expected = rgb_images.transpose(0, 3, 1, 2) / 255.0
+    paths = write_images(rgb_images, tmp_path)
+    forms = {
+        "uint8 NHWC": rgb_images,
+        "float NHWC": rgb_images / 255.0,
+        "float32 NCHW": (rgb_images / 255.0).astype(np.float32).transpose(0, 3, 1, 2),
+        "list of PIL": [Image.fromarray(im) for im in rgb_images],
+        "list of arrays": list(rgb_images),
+        "list of paths": paths,
+        "array of paths": np.asarray(paths),
+        "Series of paths": pd.Series(paths),
+        "flattened rows": rgb_images.reshape(len(rgb_images), -1),
+    }
+    for name, X in forms.items():
+        shape = (20, 24, 3) if name == "flattened rows" else None
+        np.testing.assert_allclose(prepared(X, image_shape=shape), expected, atol=1e-6, err_msg=name)
+
+
+def test_grayscale_is_replicated_to_three_channels(rgb_images):
+    gray = rgb_images[..., 0]
+    for X in (gray, gray[..., None], gray[:, None], [Image.fromarray(g) for g in gray]):
+        out = prepared(X)
+        assert out.shape == (6, 3, 20, 24)
+        np.testing.assert_allclose(out[:, 0], gray / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(out[:, 0], out[:, 2])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA"])
+def test_pil_modes_from_files(rgb_images, tmp_path, mode):
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    paths = write_images(rgb_images, tmp_path, suffix=suffix, mode=mode)
+    out = prepared(paths)
+    assert out.shape == (6, 3, 20, 24)
+    reference = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    np.testing.assert_allclose(out, reference.transpose(0, 3, 1, 2) / 255.0, atol=1e-6)
+
+
+def test_alpha_is_dropped(rgb_images):
+    rgba = np.concatenate([rgb_images, np.zeros_like(rgb_images[..., :1])], axis=-1)
+    np.testing.assert_array_equal(prepared(rgba), prepared(rgb_images))
+
+
+def test_images_of_different_sizes_are_resized_one_by_one(rgb_images):
+    mixed = [rgb_images[0], rgb_images[1][:10, :12], np.kron(rgb_images[2], np.ones((2, 2, 1), np.uint8))]
+    out = prepared(mixed)
+    assert out.shape == (3, 3, 20, 24)
+    np.testing.assert_allclose(out[0], rgb_images[0].transpose(2, 0, 1) / 255.0, atol=1e-6)
+    # 2x upsampling, then an antialiased 2x downsample, gives the image back, slightly blurred.
+    error = np.abs(out[2] - rgb_images[2].transpose(2, 0, 1) / 255.0)
+    assert error.mean() < 0.01 and error.max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "n_pixels, expected",
+    [(64, (8, 8, 1)), (3 * 16, (4, 4, 3)), (10, (1, 10, 1))],
+)
+def test_row_shape_is_inferred(n_pixels, expected):
+    images = read_images(np.zeros((2, n_pixels)))
+    assert tuple(images.load(slice(0, 1)).shape) == (1, expected[2], expected[0], expected[1])
+
+
+def test_decoding_is_lazy(rgb_images, tmp_path, monkeypatch):
+    import sktransfer._images as images_module
+
+    decoded = []
+    original = images_module._decode
+    monkeypatch.setattr(images_module, "_decode", lambda item, i: decoded.append(i) or original(item, i))
+    images = read_images(write_images(rgb_images, tmp_path))
+    assert decoded == []
+    first_start, _ = next(images.batches(2, SAME_SIZE))
+    assert first_start == 0 and decoded == [0, 1]
+
+
+def test_fingerprint_follows_content(rgb_images, tmp_path):
+    assert read_images(rgb_images).fingerprint() == read_images(rgb_images.copy()).fingerprint()
+    changed = rgb_images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert read_images(changed).fingerprint() != read_images(rgb_images).fingerprint()
+    paths = write_images(rgb_images, tmp_path)
+    before = read_images(paths).fingerprint()
+    write_images(changed, tmp_path)
+    import os
+
+    os.utime(paths[0], ns=(0, 10**9))
+    assert read_images(paths).fingerprint() != before
+
+
+BAD_INPUTS = [
+    ("empty list", [], ValueError, "0 images"),
+    ("empty array", np.zeros((0, 8, 8)), ValueError, "0 sample"),
+    ("single path", "cat.png", TypeError, "Wrap it in a list"),
+    ("1-D numbers", np.zeros(5), ValueError, "2D array"),
+    ("5-D array", np.zeros((2, 1, 4, 4, 3)), ValueError, "5 dimensions"),
+    ("bad channels", np.zeros((2, 5, 4, 7)), ValueError, "1, 3 or 4 channels"),
+    ("NaN pixels", np.full((2, 4, 4), np.nan), ValueError, "NaN"),
+    ("inf pixels", np.full((2, 4, 4, 3), np.inf), ValueError, "infinity"),
+    ("zero-size", np.zeros((2, 0, 4, 3)), ValueError, "zero-size"),
+    ("mixed types", [np.zeros((4, 4)), 3.5j], TypeError, r"X\[1\] is a complex"),
+    ("bad item array", [np.zeros((4, 4, 7, 2))], ValueError, r"X\[0\] has 4 dimensions"),
+    ("NaN item", [np.full((4, 4), np.nan)], ValueError, r"X\[0\] contains NaN"),
+    ("wrong image_shape", np.zeros((2, 63)), ValueError, "63 columns"),
+    ("image_shape channels", np.zeros((2, 80)), ValueError, "5 channels"),
+]
+
+
+@pytest.mark.parametrize("name, X, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_named(name, X, error, message):
+    shape = {"wrong image_shape": (8, 8), "image_shape channels": (4, 4, 5)}.get(name)
+    with pytest.raises(error, match=message):
+        images = read_images(X, image_shape=shape)
+        images.load(range(len(images)))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        read_images([str(tmp_path / "nope.png")])
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", "truncated"])
+def test_unreadable_file_is_named(rgb_images, tmp_path, content):
+    path = tmp_path / "broken.jpg"
+    if content == "truncated":
+        Image.fromarray(np.kron(rgb_images[0], np.ones((8, 8, 1), np.uint8))).save(path, quality=95)
+        path.write_bytes(path.read_bytes()[:600])
+    else:
+        path.write_bytes(content)
+    images = read_images([str(path)])
+    with pytest.raises(ValueError, match="broken.jpg"):
+        images.load([0])
