@@ -91,6 +91,14 @@ class Backbone:
         return infos
 
 
+def weights_digest(module):
+    """A digest of a module's parameters and buffers, for cache keys."""
+    import joblib
+
+    return joblib.hash({name: tensor.detach().cpu().numpy()
+                        for name, tensor in module.state_dict().items()})
+
+
 def list_backbones(source="all"):
     """Names accepted as ``backbone``.
 

@@ -3,16 +3,16 @@
 import os
 from numbers import Integral
 
-import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._backbones import resolve_backbone
+from ._backbones import resolve_backbone, weights_digest
+from ._cache import cached_rows
 from ._device import network_errors, resolve_device
 from ._images import check_images
 
@@ -76,11 +76,6 @@ def extract_features(blocks, images, *, layers, pooling, preprocessing, batch_si
             features[start:start + len(pooled)] = pooled.float().cpu().numpy()
             bar.update(len(pooled))
     return features
-
-
-def _extract_cached(extractor, images, key):
-    """Cached by ``key`` alone (``extractor`` and ``images`` are ignored by joblib)."""
-    return extractor._extract(images)
 
 
 class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
@@ -204,10 +199,9 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
         if self.memory is None:
             return self._extract(images)
-        memory = check_memory(self.memory)
-        cached = memory.cache(_extract_cached, ignore=["extractor", "images"])
-        return cached(self, images, key=(self._weights_digest(), self._settings_key(),
-                                         images.fingerprint()))
+        setting = (weights_digest(self.backbone_.blocks), self.layers_, self.pooling,
+                   self.preprocessing_)
+        return cached_rows(images, self._extract, memory=self.memory, setting=setting)
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<block>_<pooling><i>`` of the output columns."""
@@ -240,16 +234,6 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
                     names += [f"{block}_{suffix}{i}" for i in range(width)]
         return names
 
-    def _weights_digest(self):
-        if not hasattr(self, "_weights_digest_value"):
-            self._weights_digest_value = joblib.hash(
-                {k: v.cpu().numpy() for k, v in self.backbone_.blocks.state_dict().items()}
-            )
-        return self._weights_digest_value
-
-    def _settings_key(self):
-        return (self.layers_, self.pooling, self.preprocessing_)
-
     def __getstate__(self):
         state = super().__getstate__()
         backbone = state.get("backbone_")
@@ -259,7 +243,6 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
             backbone = copy.copy(backbone)
             backbone.blocks = copy.deepcopy(backbone.blocks).cpu()
             state["backbone_"] = backbone
-        state.pop("_weights_digest_value", None)
         return state
 
     def __sklearn_tags__(self):

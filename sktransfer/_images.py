@@ -71,14 +71,19 @@ class ImageSet:
             yield start, self.prepare(range(start, stop) if self._items is not None
                                       else slice(start, stop), preprocessing)
 
-    def fingerprint(self):
-        """A digest of the content, for caching: array bytes, or file path, size and mtime."""
+    def subset(self, indices):
+        """The images at ``indices``, as a new ImageSet."""
         if self._array is not None:
-            return joblib.hash(self._array)
-        digest = hashlib.sha256()
-        for item in self._items:
-            digest.update(_item_key(item).encode())
-        return digest.hexdigest()
+            return ImageSet(array=self._array[np.asarray(indices, dtype=np.intp)])
+        return ImageSet(items=[self._items[i] for i in indices])
+
+    def item_keys(self):
+        """A content digest per image, for caching: pixels, or file path, size and mtime."""
+        if self._array is not None:
+            prefix = f"{self._array.dtype}{self._array.shape[1:]}".encode()
+            return [hashlib.sha1(prefix + np.ascontiguousarray(image).tobytes()).hexdigest()
+                    for image in self._array]
+        return [hashlib.sha1(_item_key(item).encode()).hexdigest() for item in self._items]
 
 
 def check_images(estimator, X, *, reset, image_shape=None):
