@@ -2,6 +2,7 @@
 
 from ._backbones import BlockInfo, backbone_blocks, list_backbones
 from ._features import CNNFeatureExtractor
+from ._finetune import FineTuneClassifier
 from ._images import read_images
 from ._pixels import PixelFeatures
 from ._weights import WeightsUnavailableError
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BlockInfo",
     "CNNFeatureExtractor",
+    "FineTuneClassifier",
     "PixelFeatures",
     "WeightsUnavailableError",
     "backbone_blocks",

@@ -18,6 +18,18 @@ from ._images import check_images
 
 POOLINGS = ("avg", "max", "avgmax")
 
+#: Parameters that every estimator running a network shares, checked in ``fit``.
+NETWORK_PARAMETER_CONSTRAINTS = {
+    "backbone": [str, nn.Module],
+    "weights": "no_validation",  # checked where the backbone is resolved
+    "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+    "image_shape": [tuple, list, None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [str, torch.device],
+    "progress": [StrOptions({"auto"}), "boolean"],
+    "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+}
+
 
 def pool_features(feature_map, pooling):
     """Pool a ``(n, C, H, W)`` map to ``(n, C)`` (``2C`` for "avgmax"), or flatten it."""
@@ -132,16 +144,9 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "backbone": [str, nn.Module],
-        "weights": "no_validation",  # checked where the backbone is resolved
+        **NETWORK_PARAMETER_CONSTRAINTS,
         "layer": [Integral, str, list, tuple],
         "pooling": [StrOptions(set(POOLINGS)), None],
-        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
-        "image_shape": [tuple, list, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "progress": [StrOptions({"auto"}), "boolean"],
-        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     }
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", layer=-1,

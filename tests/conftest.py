@@ -43,3 +43,19 @@ def tiny_cnn(in_channels=3):
 @pytest.fixture
 def tiny_backbone():
     return tiny_cnn()
+
+
+@pytest.fixture
+def stripes():
+    """40 noisy 16x16 RGB images: horizontal stripes are 'h', vertical stripes 'v'."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:16]
+    X, y = [], []
+    for i in range(40):
+        horizontal = i % 2 == 0
+        period = rng.uniform(3, 6)
+        wave = np.sin((yy if horizontal else xx) * 2 * np.pi / period + rng.uniform(0, 6))
+        image = 127 + 90 * wave[..., None] + rng.normal(0, 25, (16, 16, 3))
+        X.append(np.clip(image, 0, 255))
+        y.append("h" if horizontal else "v")
+    return np.asarray(X).astype(np.uint8), np.asarray(y)

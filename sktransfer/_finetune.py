@@ -1,0 +1,532 @@
+"""Fine-tuning a pretrained CNN as a scikit-learn classifier, trained by skorch."""
+
+import os
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from torch import nn
+
+from ._backbones import resolve_backbone, weights_digest
+from ._cache import cached_rows
+from ._device import network_errors, resolve_device
+from ._features import NETWORK_PARAMETER_CONSTRAINTS, extract_features
+from ._images import check_images
+from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
+
+#: Largest cached training input (frozen-block outputs or preprocessed images) kept in memory.
+MAX_CACHED_BYTES = 2 * 2**30
+
+
+class _TrainingSet(torch.utils.data.Dataset):
+    """(input, label) pairs: precomputed tensors, or images prepared when indexed."""
+
+    def __init__(self, y, *, inputs=None, images=None, preprocessing=None, augment=None):
+        self.y = torch.as_tensor(y, dtype=torch.long)
+        self.inputs = inputs
+        self.images = images
+        self.preprocessing = preprocessing
+        self.augment = augment
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        if self.inputs is not None:
+            x = self.inputs[index]
+        else:
+            x = self.images.prepare([index], self.preprocessing)[0]
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, self.y[index]
+
+
+def light_augmentation(input_size):
+    """Random resized crop (60-100% of the area) and horizontal flip."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(input_size, scale=(0.6, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+    ])
+
+
+class FineTuneClassifier(ClassifierMixin, BaseEstimator):
+    """A pretrained CNN with a new head, fine-tuned by backprop, as a classifier.
+
+    The top (classification) layer is replaced by a linear head for the target
+    classes; the bottom ``freeze`` blocks stay frozen (weights and BatchNorm
+    statistics), lower trainable blocks get smaller learning rates, and training stops
+    when the validation loss stops improving. When frozen blocks are present and no
+    augmentation is on, their outputs are computed once per fit (and cached across
+    fits with ``memory``), so each epoch costs only the trainable part.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        As in :class:`CNNFeatureExtractor`.
+    weights : {"imagenet"}, str, path or None, default="imagenet"
+        As in :class:`CNNFeatureExtractor`; ``None`` trains from a random (but always
+        the same) initialization: the no-transfer baseline.
+    freeze : int or "all", default=0
+        Bottom blocks kept frozen: ``0`` fine-tunes everything, ``"all"`` trains only
+        the head, ``-k`` leaves the top ``k`` blocks trainable.
+    lr : float, default=1e-3
+        Learning rate of the head.
+    layer_lr_decay : float, default=0.75
+        Each block gets the learning rate of the block above times this factor;
+        ``1.0`` uses one rate for all.
+    optimizer : {"adamw", "sgd"} or torch optimizer class, default="adamw"
+        ``"sgd"`` uses momentum 0.9.
+    weight_decay : float, default=1e-4
+    max_epochs : int, default=20
+    batch_size : int, default=32
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training data (stratified), stop when
+        the validation loss has not improved for ``patience`` epochs, and restore the
+        weights of the best epoch.
+    patience : int, default=3
+    validation_fraction : float, default=0.15
+    augment : None, "light" or callable, default=None
+        Training-time augmentation of each preprocessed image tensor (C, H, W):
+        ``"light"`` is a random resized crop and horizontal flip; any torchvision
+        transform works. Never applied in predict.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss.
+    image_size : int or (int, int), default=None
+    image_shape : tuple of int, default=None
+    device : str or torch.device, default="auto"
+    random_state : int, RandomState or None, default=None
+        Seeds the head, the validation split, shuffling and augmentation: with the
+        same seed and data, training on the CPU gives the same predictions.
+    verbose : int, default=0
+        1 prints a table per epoch; 2 adds a progress bar per epoch.
+    progress : "auto" or bool, default="auto"
+        Progress bar of the feature streaming in predict and transform.
+    memory : str, path or joblib.Memory, default=None
+        Cache the frozen blocks' outputs (and transform's features) per image, across fits.
+    warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit`` instead of starting over.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels, in the order of ``predict_proba``'s columns.
+    net_ : skorch.NeuralNet
+        The skorch net that trained the network (its module is a ``TransferNet``).
+    history_ : skorch.History
+        Per-epoch train and validation loss.
+    best_epoch_ : int
+        Epoch whose weights were kept (the last one without early stopping).
+    n_blocks_ : int
+        Blocks of the backbone.
+    n_frozen_ : int
+        Frozen bottom blocks.
+    preprocessing_ : Preprocessing
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import FineTuneClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 10)
+    >>> clf = FineTuneClassifier(freeze="all", image_size=32, max_epochs=2, random_state=0)
+    >>> clf.fit(X, y).predict(X[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints = {
+        **NETWORK_PARAMETER_CONSTRAINTS,
+        "freeze": [Integral, StrOptions({"all"})],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "layer_lr_decay": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions({"adamw", "sgd"}), type],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "augment": [None, StrOptions({"light"}), callable],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
+                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
+                 batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
+                 augment=None, class_weight=None, image_size=None, image_shape=None,
+                 device="auto", random_state=None, verbose=0, progress="auto", memory=None,
+                 warm_start=False):
+        self.backbone = backbone
+        self.weights = weights
+        self.freeze = freeze
+        self.lr = lr
+        self.layer_lr_decay = layer_lr_decay
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.augment = augment
+        self.class_weight = class_weight
+        self.image_size = image_size
+        self.image_shape = image_shape
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.progress = progress
+        self.memory = memory
+        self.warm_start = warm_start
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fine-tune on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : array-like of shape (n_samples,)
+            Labels of any type.
+
+        Returns
+        -------
+        self : FineTuneClassifier
+        """
+        warm = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, epochs=self.max_epochs, warm=warm)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train one more epoch (the first call builds the network).
+
+        Parameters
+        ----------
+        X : images
+        y : array-like of shape (n_samples,)
+        classes : array-like, default=None
+            All classes, needed on the first call when ``y`` may not hold them all.
+
+        Returns
+        -------
+        self : FineTuneClassifier
+        """
+        if not hasattr(self, "net_"):
+            self._validate_params()
+        return self._fit(X, y, epochs=1, warm=hasattr(self, "net_"), classes=classes)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        features = torch.from_numpy(self.transform(X))
+        head = self.net_.module_.head
+        with torch.inference_mode():
+            logits = nn.functional.linear(features, head.weight.detach().cpu().float(),
+                                          head.bias.detach().cpu().float())
+        return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict(self, X):
+        """Predicted labels, of the type of the training labels.
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def transform(self, X):
+        """Penultimate features of the fine-tuned network (pooled last block).
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), float32
+        """
+        check_is_fitted(self)
+        images = check_images(self, X, reset=False, image_shape=self.image_shape)
+        blocks = self.net_.module_.blocks
+
+        def extract(subset):
+            return extract_features(
+                blocks, subset, layers=[len(blocks) - 1], pooling="avg",
+                preprocessing=self.preprocessing_, batch_size=self.batch_size,
+                device=resolve_device(self.device), progress=self.progress)
+
+        if self.memory is None:
+            return extract(images)
+        setting = ("penultimate", weights_digest(blocks), self.preprocessing_)
+        return cached_rows(images, extract, memory=self.memory, setting=setting)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "net_")
+
+    # -- fitting -------------------------------------------------------------------
+
+    def _fit(self, X, y, *, epochs, warm, classes=None):
+        images = check_images(self, X, reset=not warm, image_shape=self.image_shape)
+        y = self._check_labels(y, len(images), warm=warm, classes=classes)
+        device = resolve_device(self.device)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if not warm:
+                self._build_network()
+            elif resolve_freeze(self.freeze, self.n_blocks_) != self.n_frozen_:
+                raise ValueError(
+                    f"warm_start continues the fitted network, frozen at {self.n_frozen_} "
+                    f"blocks; freeze={self.freeze!r} asks for another depth. Fit anew "
+                    "(warm_start=False) to change freeze."
+                )
+            model = self.net_.module_ if warm else self._model
+            train, valid = self._training_sets(images, y, seed, model)
+            net = self.net_ if warm else self._skorch_net(len(train), train.y, device)
+            net.set_params(train_split=_predefined(valid), verbose=self.verbose)
+            with network_errors(input_size=self.preprocessing_.input_size,
+                                batch_size=self.batch_size):
+                try:
+                    if not warm:
+                        net.initialize()
+                    net.partial_fit(train, y=None, epochs=epochs)
+                finally:
+                    net.module_.input_block = 0
+                    net.set_params(train_split=None)
+        self.net_ = net
+        self.history_ = net.history
+        self.best_epoch_ = self._best_epoch()
+        self._forget_training_data()
+        return self
+
+    def _check_labels(self, y, n_samples, *, warm, classes):
+        if y is None:
+            raise ValueError("FineTuneClassifier needs labels y; got y=None.")
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(np.empty(n_samples), y)
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise ValueError("y contains NaN labels: drop those samples or give them a class.")
+        check_classification_targets(y)
+        if warm:
+            unknown = np.setdiff1d(y, self.classes_)
+            if len(unknown):
+                raise ValueError(
+                    f"y holds classes {unknown.tolist()} that the fitted network has no "
+                    f"output for (classes_={self.classes_.tolist()}). Fit anew with "
+                    "warm_start=False, or pass every class to the first partial_fit."
+                )
+            return np.searchsorted(self.classes_, y)
+        encoder = LabelEncoder().fit(y if classes is None else np.concatenate([classes, y]))
+        if n_samples < 2:
+            raise ValueError(f"FineTuneClassifier needs at least 2 samples, got {n_samples} sample.")
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"y has only 1 class ({encoder.classes_[0]!r}); a classifier needs at least 2."
+            )
+        self.classes_ = encoder.classes_
+        return encoder.transform(y)
+
+    def _build_network(self):
+        backbone = resolve_backbone(self.backbone, self.weights)
+        self.preprocessing_ = backbone.preprocessing.with_size(self.image_size)
+        self.n_blocks_ = len(backbone.block_names)
+        self.block_names_ = backbone.block_names
+        self.n_frozen_ = resolve_freeze(self.freeze, self.n_blocks_, backbone.block_names)
+        self._block_shapes = self._block_output_shapes(backbone.blocks)
+        self._model = TransferNet(backbone.blocks, self._block_shapes[-1][0],
+                                  len(self.classes_), self.n_frozen_)
+
+    def _block_output_shapes(self, blocks):
+        """Shape of each block's output for one image, from one forward pass."""
+        x = torch.zeros(1, self.preprocessing_.channels, *self.preprocessing_.input_size)
+        shapes = []
+        blocks.eval()
+        with torch.inference_mode(), network_errors(
+            input_size=self.preprocessing_.input_size, batch_size=1
+        ):
+            for block in blocks:
+                x = block(x)
+                shapes.append(tuple(x.shape[1:]))
+        return shapes
+
+    def _training_sets(self, images, y, seed, model):
+        """Training and validation sets of the inputs the trainable part needs."""
+        if self.early_stopping:
+            train_index, valid_index = self._split(y, seed)
+        else:
+            train_index, valid_index = np.arange(len(y)), None
+        augment = self._augmentation()
+        start = self.n_frozen_ if augment is None else 0
+        inputs = self._inputs_from_block(images, start, model)
+        if inputs is None:
+            start = 0
+            inputs = self._inputs_from_block(images, 0, model)
+        model.input_block = start
+
+        def make(index, augment):
+            labels = y[index]
+            if inputs is not None:
+                return _TrainingSet(labels, inputs=inputs[index], augment=augment)
+            return _TrainingSet(labels, images=images.subset(index),
+                                preprocessing=self.preprocessing_, augment=augment)
+
+        return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
+
+    def _inputs_from_block(self, images, start, model):
+        """All images' inputs to block ``start`` as one tensor, or None past the budget.
+
+        ``start == 0``: the preprocessed images; ``0 < start < n_blocks``: the frozen
+        blocks' feature maps; ``start == n_blocks``: their pooled features.
+        """
+        if start == 0:
+            shape = (self.preprocessing_.channels, *self.preprocessing_.input_size)
+        elif start < self.n_blocks_:
+            shape = self._block_shapes[start - 1]
+        else:
+            shape = (self._block_shapes[-1][0],)
+        if len(images) * int(np.prod(shape)) * 4 > MAX_CACHED_BYTES:
+            return None
+        if start == 0:
+            batches = [batch for _, batch in images.batches(self.batch_size, self.preprocessing_)]
+            return torch.cat(batches)
+
+        def extract(subset):
+            return extract_features(
+                model.blocks, subset, layers=[start - 1],
+                pooling="avg" if start == self.n_blocks_ else None,
+                preprocessing=self.preprocessing_, batch_size=self.batch_size,
+                device=resolve_device(self.device), progress=False)
+
+        setting = ("frozen", weights_digest(model.blocks[:start]), start, self.preprocessing_)
+        rows = cached_rows(images, extract, memory=self.memory, setting=setting)
+        return torch.from_numpy(rows).reshape(len(images), *shape)
+
+    def _split(self, y, seed):
+        n_valid = int(np.ceil(self.validation_fraction * len(y)))
+        n_classes = len(np.unique(y))
+        if n_valid < n_classes or len(y) - n_valid < n_classes or np.bincount(y).min() < 2:
+            raise ValueError(
+                f"early_stopping holds out validation_fraction={self.validation_fraction} of "
+                f"{len(y)} samples ({n_valid}), which cannot hold every one of the "
+                f"{n_classes} classes with each class also in training. Use more samples "
+                "(at least 2 per class), a larger validation_fraction, or early_stopping=False."
+            )
+        return train_test_split(np.arange(len(y)), test_size=n_valid, stratify=y,
+                                random_state=seed)
+
+    def _augmentation(self):
+        if self.augment is None:
+            return None
+        if self.augment == "light":
+            return light_augmentation(self.preprocessing_.input_size)
+        return self.augment
+
+    def _skorch_net(self, n_train, y_train, device):
+        from skorch import NeuralNet
+        from skorch.callbacks import EarlyStopping, ProgressBar
+
+        callbacks = []
+        if self.early_stopping:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="valid_loss", patience=self.patience, load_best=True)))
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        optimizer, optimizer_params = self._optimizer()
+        rates = block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr, self.layer_lr_decay)
+        param_groups = [(f"blocks.{index}.*", {"lr": rate}) for index, rate in rates.items()]
+        return NeuralNet(
+            module=self._model,
+            criterion=nn.CrossEntropyLoss,
+            criterion__weight=self._class_weights(y_train.numpy()),
+            optimizer=optimizer,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=param_groups,
+            **optimizer_params,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            # A last batch of one image breaks BatchNorm in training mode.
+            iterator_train__drop_last=n_train % self.batch_size == 1 and n_train > 1,
+            train_split=None,
+            callbacks=callbacks,
+            verbose=self.verbose,
+            device=str(device),
+        )
+
+    def _optimizer(self):
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW, {}
+        if self.optimizer == "sgd":
+            return torch.optim.SGD, {"optimizer__momentum": 0.9}
+        if not issubclass(self.optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer={self.optimizer!r} is not a torch.optim.Optimizer subclass; use "
+                "'adamw', 'sgd' or a class such as torch.optim.RMSprop."
+            )
+        return self.optimizer, {}
+
+    def _class_weights(self, y_train):
+        if self.class_weight is None:
+            return None
+        classes = np.arange(len(self.classes_))
+        if self.class_weight == "balanced":
+            present = np.unique(y_train)
+            weights = np.ones(len(classes))
+            weights[present] = compute_class_weight("balanced", classes=present, y=y_train)
+        else:
+            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(
+                    f"class_weight names classes {sorted(unknown, key=str)} that are not in y "
+                    f"(classes: {self.classes_.tolist()})."
+                )
+            weights = np.array([self.class_weight.get(c, 1.0) for c in self.classes_])
+        return torch.as_tensor(weights, dtype=torch.float32)
+
+    def _best_epoch(self):
+        if not self.early_stopping:
+            return len(self.history_)
+        losses = self.history_[:, "valid_loss"]
+        return int(np.argmin(losses)) + 1
+
+    def _forget_training_data(self):
+        """Drop what only training needed, so the fitted model pickles small."""
+        for _, callback in self.net_.callbacks_:
+            if hasattr(callback, "best_model_weights_"):
+                callback.best_model_weights_ = None
+        self.__dict__.pop("_model", None)
+
+
+def _predefined(valid):
+    if valid is None:
+        return None
+    from skorch.helper import predefined_split
+
+    return predefined_split(valid)
