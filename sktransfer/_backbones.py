@@ -95,7 +95,7 @@ def weights_digest(module):
     """A digest of a module's parameters and buffers, for cache keys."""
     import joblib
 
-    return joblib.hash({name: tensor.detach().cpu().numpy()
+    return joblib.hash({name: tensor.detach().cpu().numpy().tobytes()  # bytes: layout-free
                         for name, tensor in module.state_dict().items()})
 
 

@@ -1,6 +1,6 @@
 """Where the network runs: device resolution and errors a user can act on."""
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -41,6 +41,26 @@ def resolve_device(device):
     if resolved.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'.")
     return resolved
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device, precision):
+    """Mixed precision for ``precision`` in {"fp32", "bf16", "fp16"} on ``device``.
+
+    "fp32" runs in full precision. "bf16" is fast on CPUs with AVX-512 bf16 / AMX and on
+    recent GPUs; "fp16" is for CUDA only.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {sorted(PRECISIONS)}.")
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            "precision='fp16' needs a CUDA device; on the CPU use precision='bf16'."
+        )
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 
 
 @contextmanager
