@@ -19,7 +19,7 @@ from torch import nn
 from ._backbones import resolve_backbone, weights_digest
 from ._cache import cached_rows
 from ._device import autocast, network_errors, resolve_device
-from ._features import NETWORK_PARAMETER_CONSTRAINTS, extract_features
+from ._features import NETWORK_PARAMETER_CONSTRAINTS, extract_features, inference_batch_size
 from ._images import check_images
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 
@@ -104,6 +104,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     weight_decay : float, default=1e-4
     max_epochs : int, default=20
     batch_size : int, default=32
+        Images per training step. Inference (predict, transform, the frozen blocks'
+        outputs) runs in batches sized for speed, as ``CNNFeatureExtractor``'s "auto".
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training data (stratified), stop when
         the validation loss has not improved for ``patience`` epochs, and restore the
@@ -297,7 +299,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         def extract(subset):
             return extract_features(
                 blocks, subset, layers=[len(blocks) - 1], pooling="avg",
-                preprocessing=self.preprocessing_, batch_size=self.batch_size,
+                preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
                 device=resolve_device(self.device), progress=self.progress,
                 precision=self.precision)
 
@@ -305,6 +307,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return extract(images)
         setting = ("penultimate", weights_digest(blocks), self.preprocessing_, self.precision)
         return cached_rows(images, extract, memory=self.memory, setting=setting)
+
+    def _inference_batch_size(self):
+        """Frozen-block caching, transform and predict run at the fastest batch size."""
+        return inference_batch_size("auto", self.preprocessing_.input_size)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
@@ -445,7 +451,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return extract_features(
                 model.blocks, subset, layers=[start - 1],
                 pooling="avg" if start == self.n_blocks_ else None,
-                preprocessing=self.preprocessing_, batch_size=self.batch_size,
+                preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
                 device=resolve_device(self.device), progress=False, precision=self.precision)
 
         setting = ("frozen", weights_digest(model.blocks[:start]), start, self.preprocessing_,

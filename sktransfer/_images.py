@@ -9,6 +9,7 @@ float batches, decoding files only when their batch is needed.
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from math import isqrt
 from numbers import Integral, Real
 
@@ -65,11 +66,24 @@ class ImageSet:
         return prepare_batch(loaded, preprocessing)
 
     def batches(self, batch_size, preprocessing):
-        """Yield ``(start, batch)`` pairs of preprocessed consecutive images."""
-        for start in range(0, len(self), batch_size):
-            stop = min(start + batch_size, len(self))
-            yield start, self.prepare(range(start, stop) if self._items is not None
-                                      else slice(start, stop), preprocessing)
+        """Yield ``(start, batch)`` pairs of preprocessed consecutive images.
+
+        Files and PIL images are decoded one batch ahead in a background thread (PIL
+        releases the GIL while decoding), so decoding overlaps the network's compute.
+        """
+        bounds = [(start, min(start + batch_size, len(self)))
+                  for start in range(0, len(self), batch_size)]
+        if self._array is not None:
+            for start, stop in bounds:
+                yield start, self.prepare(slice(start, stop), preprocessing)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sktransfer-decode") as pool:
+            pending = pool.submit(self.prepare, range(*bounds[0]), preprocessing)
+            for index, (start, _) in enumerate(bounds):
+                batch = pending.result()
+                if index + 1 < len(bounds):
+                    pending = pool.submit(self.prepare, range(*bounds[index + 1]), preprocessing)
+                yield start, batch
 
     def subset(self, indices):
         """The images at ``indices``, as a new ImageSet."""
