@@ -39,7 +39,7 @@ PIXELS_PER_BATCH = 8 * 224 * 224
 
 
 def inference_batch_size(batch_size, input_size):
-    """``batch_size``, or for "auto" the batch holding about 16 images of 224 x 224 pixels."""
+    """``batch_size``, or for "auto" the batch holding about 8 images of 224 x 224 pixels."""
     if batch_size != "auto":
         return batch_size
     return max(1, min(256, round(PIXELS_PER_BATCH / (input_size[0] * input_size[1]))))
