@@ -281,6 +281,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
+    def fit_transform(self, X, y):
+        """Fit, then return the penultimate features of ``X`` (see :meth:`transform`)."""
+        return self.fit(X, y).transform(X)
+
     def transform(self, X):
         """Penultimate features of the fine-tuned network (pooled last block).
 
@@ -307,6 +311,14 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return extract(images)
         setting = ("penultimate", weights_digest(blocks), self.preprocessing_, self.precision)
         return cached_rows(images, extract, memory=self.memory, setting=setting)
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        # transform() gives the fine-tuned network's penultimate features.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags
 
     def _inference_batch_size(self):
         """Frozen-block caching, transform and predict run at the fastest batch size."""
@@ -357,7 +369,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_labels(self, y, n_samples, *, warm, classes):
         if y is None:
-            raise ValueError("FineTuneClassifier needs labels y; got y=None.")
+            raise ValueError("FineTuneClassifier requires y to be passed, but the target y is None.")
         y = column_or_1d(y, warn=True)
         check_consistent_length(np.empty(n_samples), y)
         if y.dtype.kind == "f" and np.isnan(y).any():

@@ -1,3 +1,9 @@
+import os
+
+# scikit-learn's check suite runs its array-API check (numpy namespace) only with this
+# set, and scipy reads it once at import: set it before anything imports scipy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import numpy as np
 import pytest
 import torch

@@ -1,0 +1,101 @@
+"""scikit-learn's own estimator checks, all of them, on every estimator.
+
+The estimators read 2-D arrays as flattened images (``image_shape=None`` takes any
+width), so the whole suite applies; tiny networks and image sizes keep it fast.
+
+Check status (scikit-learn 1.9, kept in sync with ``EXPECTED_FAILURES``):
+
+| estimator           | checks | pass | expected failures |
+| ------------------- | ------ | ---- | ----------------- |
+| PixelFeatures       | 47     | 47   | 0                 |
+| CNNFeatureExtractor | 47     | 47   | 0                 |
+| FineTuneClassifier  | 62     | 61   | 1: check_estimators_overwrite_params (below) |
+"""
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier, PixelFeatures
+
+from .conftest import tiny_cnn
+
+ESTIMATORS = [
+    PixelFeatures(size=4),
+    CNNFeatureExtractor("mobilenet_v3_small", weights=None, image_size=16, device="cpu",
+                        progress=False),
+    # A module backbone: the named ones train too slowly (resnet18) or not at all
+    # (mobilenet_v3_small from random weights on 16 px) for check_classifiers_train.
+    FineTuneClassifier(tiny_cnn(), image_size=8, device="cpu", max_epochs=10, lr=1e-2,
+                       progress=False, random_state=0),
+]
+
+EXPECTED_FAILURES = {
+    "FineTuneClassifier": {
+        # The check compares joblib.hash(param) before and after fit; torch tensors hash
+        # differently on every pickling (their storages are pickled by id), so a module
+        # parameter never compares equal, even to its own deep copy. That fit leaves the
+        # backbone module untouched is tested in test_fit_does_not_touch_parameters.
+        "check_estimators_overwrite_params": "joblib.hash of a torch module is not stable",
+    },
+}
+
+
+def expected_failed_checks(estimator):
+    return EXPECTED_FAILURES.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_checks(estimator, check):
+    check(estimator)
+
+
+def test_the_suite_really_runs_on_each_estimator():
+    """The trap: input tags that refuse 2-D arrays make the suite run no check at all."""
+    from sklearn.utils.estimator_checks import estimator_checks_generator
+
+    counts = {type(e).__name__: sum(1 for _ in estimator_checks_generator(e, mark="skip"))
+              for e in ESTIMATORS}
+    assert counts["PixelFeatures"] >= 45 and counts["CNNFeatureExtractor"] >= 45
+    assert counts["FineTuneClassifier"] >= 55
+
+
+def test_fit_does_not_touch_parameters(stripes):
+    import torch
+
+    backbone = tiny_cnn()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = FineTuneClassifier(backbone, image_size=8, max_epochs=2, device="cpu").fit(*stripes)
+    assert model.backbone is backbone
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+
+
+@pytest.mark.parametrize("form", ["4-D NCHW", "paths", "list of PIL"])
+def test_image_shaped_input_beyond_the_suite(stripes, tmp_path, form):
+    from PIL import Image
+
+    X, y = stripes
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=3, device="cpu",
+                               random_state=0, lr=1e-2).fit(X, y)
+    expected = model.predict_proba(X)
+    if form == "4-D NCHW":
+        other = X.transpose(0, 3, 1, 2)
+    elif form == "paths":
+        other = []
+        for i, image in enumerate(X):
+            other.append(str(tmp_path / f"{i}.png"))
+            Image.fromarray(image).save(other[-1])
+    else:
+        other = [Image.fromarray(image) for image in X]
+    np.testing.assert_allclose(model.predict_proba(other), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predictions_do_not_depend_on_batching(stripes, monkeypatch):
+    from sktransfer import _finetune
+
+    X, y = stripes
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=2, device="cpu",
+                               random_state=0).fit(X, y)
+    together = model.predict_proba(X)
+    monkeypatch.setattr(_finetune, "inference_batch_size", lambda *args: 3)
+    np.testing.assert_allclose(model.predict_proba(X), together, rtol=1e-5, atol=1e-7)
