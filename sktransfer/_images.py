@@ -133,6 +133,7 @@ def read_images(X, *, image_shape=None):
     -------
     ImageSet
     """
+    _check_image_shape(image_shape)
     if isinstance(X, (str, bytes, os.PathLike)):
         raise TypeError(
             f"X must be a collection of images, got a single path {X!r}. Wrap it in a "
@@ -225,17 +226,7 @@ def _row_shape(n_pixels, image_shape):
         if n_pixels % 3 == 0 and side * side * 3 == n_pixels:
             return side, side, 3
         return 1, n_pixels, 1
-    if (
-        not isinstance(image_shape, (tuple, list))
-        or len(image_shape) not in (2, 3)
-        or not all(isinstance(s, Integral) and s >= 1 for s in image_shape)
-    ):
-        raise ValueError(
-            f"image_shape must be (H, W) or (H, W, C) of positive ints, got {image_shape!r}."
-        )
     height, width, channels = (*image_shape, 1) if len(image_shape) == 2 else image_shape
-    if channels not in _CHANNEL_COUNTS:
-        raise ValueError(f"image_shape={tuple(image_shape)!r} has {channels} channels; use 1, 3 or 4.")
     if height * width * channels != n_pixels:
         raise ValueError(
             f"X has {n_pixels} columns but image_shape={tuple(image_shape)!r} needs "
@@ -243,6 +234,24 @@ def _row_shape(n_pixels, image_shape):
             "or None to infer it."
         )
     return height, width, channels
+
+
+def _check_image_shape(image_shape):
+    if image_shape is None:
+        return
+    if (
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) not in (2, 3)
+        or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1
+                   for s in image_shape)
+    ):
+        raise ValueError(
+            f"image_shape must be (H, W) or (H, W, C) of positive ints, got {image_shape!r}."
+        )
+    if len(image_shape) == 3 and image_shape[2] not in _CHANNEL_COUNTS:
+        raise ValueError(
+            f"image_shape={tuple(image_shape)!r} has {image_shape[2]} channels; use 1, 3 or 4."
+        )
 
 
 def _to_float_tensor(array):

@@ -6,10 +6,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-import sktransfer
 from sktransfer import CNNFeatureExtractor, WeightsUnavailableError, backbone_blocks, list_backbones
 from sktransfer._backbones import resolve_backbone
 from sktransfer._weights import embedded_efficientnet_lite0_file, load_weights_file

@@ -5,7 +5,6 @@ import pickle
 import joblib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -170,26 +169,6 @@ def test_pixel_features_values(rgb_images):
 def test_transform_before_fit(estimator, rgb_images):
     with pytest.raises(NotFittedError):
         estimator.transform(rgb_images)
-
-
-@pytest.mark.parametrize(
-    "params, error, message",
-    [({"pooling": "mean"}, ValueError, "pooling"), ({"batch_size": 0}, ValueError, "batch_size"),
-     ({"layer": 9}, ValueError, "5 blocks"), ({"layer": []}, ValueError, "empty"),
-     ({"device": "cuda:7" if torch.cuda.is_available() else "cuda"}, ValueError, "CUDA"),
-     ({"device": "tpu"}, ValueError, "device='tpu'"), ({"image_size": (0, 3)}, ValueError, "positive"),
-     ({"image_size": "big"}, TypeError, "image_size"), ({"backbone": "resnet1800"}, ValueError, "Unknown backbone"),
-     ({"weights": "nope"}, ValueError, "weights='nope'"), ({"progress": "yes"}, ValueError, "progress")],
-)
-def test_bad_parameters_are_named(rgb_images, params, error, message):
-    with pytest.raises(error, match=message):
-        CNNFeatureExtractor(**{**FAST, **params}).fit(rgb_images)
-
-
-def test_images_too_small_for_the_network():
-    unpadded = torch.nn.Sequential(torch.nn.Conv2d(3, 4, kernel_size=7))
-    with pytest.raises(ValueError, match="cannot process images of size 4x4.*larger image_size"):
-        CNNFeatureExtractor(unpadded, image_size=4).fit(np.zeros((2, 8, 8)))
 
 
 def test_transform_checks_feature_count(digits):
