@@ -7,6 +7,7 @@ from ._features import CNNFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._images import read_images
 from ._pixels import PixelFeatures
+from ._persistence import load, save
 from ._report import write_report
 from ._weights import WeightsUnavailableError
 
@@ -22,6 +23,8 @@ __all__ = [
     "compare",
     "datasets",
     "list_backbones",
+    "load",
     "read_images",
+    "save",
     "write_report",
 ]

@@ -6,13 +6,13 @@ computed. Files are written to a temporary name and renamed, so a crash mid-writ
 never leaves a partial entry; an unreadable entry is recomputed.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import joblib
 import numpy as np
 from sklearn.utils.validation import check_memory
+
+from ._persistence import atomic_path
 
 
 def cached_rows(images, compute, *, memory, setting):
@@ -60,13 +60,6 @@ def _read(folder, key):
 
 
 def _write(folder, key, row):
-    path = _path(folder, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
+    with atomic_path(_path(folder, key)) as temporary:
+        with open(temporary, "wb") as file:
             np.save(file, row, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

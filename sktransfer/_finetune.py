@@ -1,6 +1,8 @@
 """Fine-tuning a pretrained CNN as a scikit-learn classifier, trained by skorch."""
 
+import os
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
@@ -20,6 +23,7 @@ from ._cache import cached_rows
 from ._device import autocast, network_errors, resolve_device
 from ._features import NETWORK_PARAMETER_CONSTRAINTS, extract_features, inference_batch_size
 from ._images import check_images
+from ._persistence import read_tensors, write_tensors
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 
 #: Largest cached training input (frozen-block outputs or preprocessed images) kept in memory.
@@ -47,6 +51,27 @@ class _TrainingSet(torch.utils.data.Dataset):
         if self.augment is not None:
             x = self.augment(x)
         return x, self.y[index]
+
+
+CHECKPOINT_FILE = "best.safetensors"
+
+
+class AtomicCheckpoint(Callback):
+    """Save the weights of the best epoch so far to ``directory``, atomically.
+
+    "Best" is the lowest validation loss, or the latest epoch without validation. The
+    file is written under a temporary name and renamed, so a crash or Ctrl-C mid-write
+    leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def on_epoch_end(self, net, **kwargs):
+        last = net.history[-1]
+        if last.get("valid_loss_best", True):
+            write_tensors(Path(self.directory) / CHECKPOINT_FILE, net.module_.state_dict(),
+                          {"epoch": last["epoch"], "valid_loss": last.get("valid_loss")})
 
 
 class TransferNeuralNet(NeuralNet):
@@ -133,7 +158,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "bf16" trains and predicts in bfloat16 autocast (fast on CPUs with AVX-512 bf16
         or AMX, and on recent GPUs); the loss and the weights stay in float32.
     warm_start : bool, default=False
-        Continue training the fitted network on the next ``fit`` instead of starting over.
+        Continue training the fitted network on the next ``fit`` instead of starting
+        over; on an unfitted estimator with ``checkpoint``, start from the checkpoint.
+    checkpoint : str or path, default=None
+        Folder where the best epoch's weights are saved (atomically) as training goes,
+        so that a crashed or interrupted fit can resume with ``warm_start=True``.
 
     Attributes
     ----------
@@ -145,6 +174,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         Per-epoch train and validation loss.
     best_epoch_ : int
         Epoch whose weights were kept (the last one without early stopping).
+    interrupted_ : bool
+        Whether the last fit was stopped by KeyboardInterrupt (then re-raised, with the
+        model usable: it keeps the best weights so far).
     n_blocks_ : int
         Blocks of the backbone.
     n_frozen_ : int
@@ -179,6 +211,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "checkpoint": [None, str, os.PathLike],
     }
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
@@ -186,7 +219,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
                  augment=None, class_weight=None, image_size=None, image_shape=None,
                  device="auto", random_state=None, verbose=0, progress="auto", memory=None,
-                 precision="fp32", warm_start=False):
+                 precision="fp32", warm_start=False, checkpoint=None):
         self.backbone = backbone
         self.weights = weights
         self.freeze = freeze
@@ -210,6 +243,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.memory = memory
         self.precision = precision
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -340,7 +374,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if not warm:
-                self._build_network()
+                self._build_network(resolve_backbone(self.backbone, self.weights))
+                self._resume_from_checkpoint()
             elif resolve_freeze(self.freeze, self.n_blocks_) != self.n_frozen_:
                 raise ValueError(
                     f"warm_start continues the fitted network, frozen at {self.n_frozen_} "
@@ -349,22 +384,66 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 )
             model = self.net_.module_ if warm else self._model
             train, valid = self._training_sets(images, y, seed, model)
-            net = self.net_ if warm else self._skorch_net(len(train), train.y, device)
+            net = self.net_ if warm else self._skorch_net(train.y, device)
             net.set_params(train_split=_predefined(valid), verbose=self.verbose)
-            with network_errors(input_size=self.preprocessing_.input_size,
-                                batch_size=self.batch_size):
-                try:
-                    if not warm:
-                        net.initialize()
-                    net.partial_fit(train, y=None, epochs=epochs)
-                finally:
-                    net.module_.input_block = 0
-                    net.set_params(train_split=None)
+            interrupted = self._train(net, train, epochs, warm)
         self.net_ = net
         self.history_ = net.history
         self.best_epoch_ = self._best_epoch()
+        self.interrupted_ = interrupted
         self._forget_training_data()
+        if interrupted:
+            raise KeyboardInterrupt(
+                f"FineTuneClassifier.fit interrupted after {len(self.history_)} epoch(s); the "
+                f"model keeps the weights of epoch {self.best_epoch_} (interrupted_=True)."
+            )
         return self
+
+    def _train(self, net, train, epochs, warm):
+        """skorch's partial_fit, except that Ctrl-C is reported, not swallowed.
+
+        On KeyboardInterrupt the train-end callbacks still run (early stopping restores the
+        best epoch's weights), and the caller re-raises once the model is usable.
+        """
+        interrupted = False
+        with network_errors(input_size=self.preprocessing_.input_size,
+                            batch_size=self.batch_size):
+            try:
+                if not warm:
+                    net.initialize()
+                net.notify("on_train_begin", X=train, y=None)
+                try:
+                    net.fit_loop(train, y=None, epochs=epochs)
+                except KeyboardInterrupt:  # skorch's EarlyStopping stops training this way too
+                    interrupted = not _stopped_early(net)
+                net.notify("on_train_end", X=train, y=None)
+            finally:
+                net.module_.input_block = 0
+                net.set_params(train_split=None)
+        return interrupted
+
+    def _restore(self, backbone, preprocessing, tensors, *, history, best_epoch):
+        """Rebuild the fitted state from saved tensors (see sktransfer.load)."""
+        from skorch.history import History
+
+        self._build_network(backbone)
+        self.preprocessing_ = preprocessing
+        self._model.load_state_dict(tensors)
+        net = self._skorch_net(torch.arange(len(self.classes_)), torch.device("cpu"))
+        net.initialize()
+        net.history = History(history)
+        self.net_, self.history_, self.best_epoch_ = net, net.history, best_epoch
+        self.interrupted_ = False
+        self._forget_training_data()
+
+    def _resume_from_checkpoint(self):
+        """With warm_start and a checkpoint from an earlier fit, start from its weights."""
+        if not (self.warm_start and self.checkpoint):
+            return
+        path = Path(self.checkpoint) / CHECKPOINT_FILE
+        if path.is_file():
+            tensors, _ = read_tensors(path)
+            self._model.load_state_dict(tensors)
 
     def _check_labels(self, y, n_samples, *, warm, classes):
         if y is None:
@@ -393,8 +472,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = encoder.classes_
         return encoder.transform(y)
 
-    def _build_network(self):
-        backbone = resolve_backbone(self.backbone, self.weights)
+    def _build_network(self, backbone):
         self.preprocessing_ = backbone.preprocessing.with_size(self.image_size)
         self.n_blocks_ = len(backbone.block_names)
         self.block_names_ = backbone.block_names
@@ -490,10 +568,13 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return light_augmentation(self.preprocessing_.input_size)
         return self.augment
 
-    def _skorch_net(self, n_train, y_train, device):
+    def _skorch_net(self, y_train, device):
         from skorch.callbacks import EarlyStopping, ProgressBar
 
+        n_train = len(y_train)
         callbacks = []
+        if self.checkpoint:
+            callbacks.append(("checkpoint", AtomicCheckpoint(self.checkpoint)))
         if self.early_stopping:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor="valid_loss", patience=self.patience, load_best=True)))
@@ -554,10 +635,10 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return torch.as_tensor(weights, dtype=torch.float32)
 
     def _best_epoch(self):
-        if not self.early_stopping:
+        losses = [epoch.get("valid_loss") for epoch in self.history_]
+        if not self.early_stopping or not any(loss is not None for loss in losses):
             return len(self.history_)
-        losses = self.history_[:, "valid_loss"]
-        return int(np.argmin(losses)) + 1
+        return int(np.nanargmin([np.nan if loss is None else loss for loss in losses])) + 1
 
     def _forget_training_data(self):
         """Drop what only training needed, so the fitted model pickles small."""
@@ -565,6 +646,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             if hasattr(callback, "best_model_weights_"):
                 callback.best_model_weights_ = None
         self.__dict__.pop("_model", None)
+
+
+def _stopped_early(net):
+    callbacks = dict(net.callbacks_)
+    stopping = callbacks.get("early_stopping")
+    return stopping is not None and stopping.misses_ >= stopping.patience
 
 
 def _predefined(valid):

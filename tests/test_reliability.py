@@ -1,0 +1,177 @@
+"""Safe model files, interruption and resume, and a cache that never serves a partial entry."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+
+import sktransfer
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _finetune
+
+from .conftest import tiny_cnn
+
+
+def refuse_unpickling(monkeypatch):
+    """From here on, any unpickling (pickle, joblib or torch.load) fails the test."""
+    import joblib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    for module, name in ((pickle, "loads"), (pickle, "load"), (joblib, "load"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_classifier_round_trips_through_a_safe_file(stripes, tmp_path, monkeypatch):
+    X, y = stripes
+    model = FineTuneClassifier("resnet18", weights=None, image_size=16, freeze=3, max_epochs=2,
+                               device="cpu", random_state=0, class_weight={"h": 2.0}).fit(X, y)
+    path = tmp_path / "model.safetensors"
+    sktransfer.save(model, path)
+    refuse_unpickling(monkeypatch)
+    loaded = sktransfer.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.predict(X).tolist() == model.predict(X).tolist()
+    assert loaded.classes_.dtype == model.classes_.dtype and loaded.n_frozen_ == 3
+    assert loaded.get_params()["class_weight"] == {"h": 2.0}
+    assert len(loaded.history_) == 2 and loaded.best_epoch_ == model.best_epoch_
+
+
+def test_extractor_round_trips_through_a_safe_file(rgb_images, tmp_path, monkeypatch):
+    model = CNNFeatureExtractor(image_size=32, layer=[3, -1], device="cpu").fit(rgb_images)
+    sktransfer.save(model, tmp_path / "extractor.safetensors")
+    refuse_unpickling(monkeypatch)
+    loaded = sktransfer.load(tmp_path / "extractor.safetensors")
+    np.testing.assert_array_equal(loaded.transform(rgb_images), model.transform(rgb_images))
+    assert list(loaded.get_feature_names_out()) == list(model.get_feature_names_out())
+
+
+def test_save_refuses_what_it_cannot_store_safely(stripes, tmp_path):
+    X, y = stripes
+    with pytest.raises(NotFittedError):
+        sktransfer.save(FineTuneClassifier(), tmp_path / "m.safetensors")
+    module_backbone = FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=1, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match=r"backbone \(a Sequential\).*joblib"):
+        sktransfer.save(module_backbone, tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="CNNFeatureExtractor or FineTuneClassifier"):
+        sktransfer.save(object(), tmp_path / "m.safetensors")
+
+
+def test_load_refuses_foreign_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="not an sktransfer model"):
+        sktransfer.load(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        sktransfer.load(tmp_path / "junk.safetensors")
+    with pytest.raises(FileNotFoundError):
+        sktransfer.load(tmp_path / "absent.safetensors")
+
+
+def interrupt_at_epoch(monkeypatch, epoch):
+    """Make the training step raise KeyboardInterrupt, as Ctrl-C would, during ``epoch``."""
+    original = _finetune.TransferNeuralNet.train_step
+
+    def train_step(net, batch, **kwargs):
+        if len(net.history) == epoch and len(net.history[-1]["batches"]) == 1:
+            raise KeyboardInterrupt
+        return original(net, batch, **kwargs)
+
+    monkeypatch.setattr(_finetune.TransferNeuralNet, "train_step", train_step)
+
+
+def test_ctrl_c_keeps_the_best_weights_marks_and_propagates(stripes, monkeypatch):
+    X, y = stripes
+    interrupt_at_epoch(monkeypatch, 4)
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=20, lr=0.01, patience=10,
+                               device="cpu", random_state=0, validation_fraction=0.25)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 4 epoch"):
+        model.fit(X, y)
+    assert model.interrupted_ and len(model.history_) == 4
+    losses = [epoch.get("valid_loss") for epoch in model.history_[:3]]
+    assert model.best_epoch_ == int(np.argmin(losses)) + 1
+    assert model.predict(X).shape == (40,)
+
+
+def test_ctrl_c_stops_a_grid_search(stripes, monkeypatch):
+    X, y = stripes
+    interrupt_at_epoch(monkeypatch, 2)
+    search = GridSearchCV(FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=3, device="cpu"),
+                          {"freeze": [0, 1, 2]}, cv=2)
+    with pytest.raises(KeyboardInterrupt):
+        search.fit(X, y)
+    assert not hasattr(search, "cv_results_")
+
+
+def test_an_uninterrupted_fit_is_not_marked(stripes):
+    model = FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=6, patience=1, lr=0.5,
+                               optimizer="sgd", device="cpu", random_state=0).fit(*stripes)
+    assert len(model.history_) < 6 and not model.interrupted_  # early stopping is no Ctrl-C
+
+
+def test_checkpoint_then_resume_with_warm_start(stripes, tmp_path, monkeypatch):
+    X, y = stripes
+    settings = dict(image_size=16, lr=0.01, device="cpu", random_state=0, early_stopping=False,
+                    checkpoint=str(tmp_path / "ckpt"))
+    interrupt_at_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        FineTuneClassifier(tiny_cnn(), max_epochs=10, **settings).fit(X, y)
+    saved, meta = _finetune.read_tensors(tmp_path / "ckpt" / _finetune.CHECKPOINT_FILE)
+    assert meta["epoch"] == 2  # the last complete epoch
+    monkeypatch.undo()
+    resumed = FineTuneClassifier(tiny_cnn(), max_epochs=1, warm_start=True, **{**settings, "lr": 1e-12})
+    resumed.fit(X, y)
+    weights = resumed.net_.module_.state_dict()
+    for name in ("blocks.0.0.weight", "head.weight"):
+        torch.testing.assert_close(weights[name], saved[name])
+    fresh = FineTuneClassifier(tiny_cnn(), max_epochs=1, **{**settings, "lr": 1e-12, "checkpoint": None}).fit(X, y)
+    assert not torch.allclose(fresh.net_.module_.state_dict()["head.weight"], saved["head.weight"])
+
+
+def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    path = tmp_path / "best.safetensors"
+    _finetune.write_tensors(path, {"w": torch.ones(3)}, {"epoch": 1})
+
+    def crash(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune.write_tensors(path, {"w": torch.zeros(3)}, {"epoch": 2})
+    tensors, meta = _finetune.read_tensors(path)
+    assert meta["epoch"] == 1 and torch.equal(tensors["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]
+
+
+def test_feature_cache_never_serves_a_corrupt_or_partial_entry(rgb_images, tmp_path, monkeypatch):
+    extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=16, device="cpu",
+                                    memory=str(tmp_path)).fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    entries = sorted(tmp_path.rglob("*.npy"))
+    assert len(entries) == 6
+    entries[0].write_bytes(b"\x93NUMPY garbage")  # corrupt one entry: it is recomputed
+    # (alone, in a batch of one: equal up to batch-size rounding)
+    np.testing.assert_allclose(extractor.transform(rgb_images), expected, rtol=1e-5, atol=1e-6)
+
+    for entry in entries:
+        entry.unlink()
+
+    def crash(file, array, allow_pickle=False):
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        extractor.transform(rgb_images)
+    assert not list(tmp_path.rglob("*.npy")) and not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(extractor.transform(rgb_images), expected)
+    assert len(list(tmp_path.rglob("*.npy"))) == 6
