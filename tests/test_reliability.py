@@ -175,3 +175,21 @@ def test_feature_cache_never_serves_a_corrupt_or_partial_entry(rgb_images, tmp_p
     monkeypatch.undo()
     np.testing.assert_array_equal(extractor.transform(rgb_images), expected)
     assert len(list(tmp_path.rglob("*.npy"))) == 6
+
+
+def _torch_threads_in_a_fit(X, y):
+    FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=1, device="cpu").fit(X, y)
+    return torch.get_num_threads()
+
+
+def test_parallel_workers_do_not_oversubscribe_the_cores(stripes):
+    """joblib's loky workers get cpu_count // n_jobs threads; torch follows it, and fit keeps it."""
+    import os
+
+    from joblib import Parallel, delayed
+
+    threads = Parallel(n_jobs=2)(delayed(_torch_threads_in_a_fit)(*stripes) for _ in range(2))
+    assert threads == [max(1, os.cpu_count() // 2)] * 2
+    before = torch.get_num_threads()
+    _torch_threads_in_a_fit(*stripes)
+    assert torch.get_num_threads() == before  # the caller's setting is left as it was
