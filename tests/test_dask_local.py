@@ -1,0 +1,25 @@
+"""sktransfer.dask without a distributed client: dask's local threaded scheduler."""
+
+import numpy as np
+import pytest
+
+from sktransfer import CNNFeatureExtractor
+
+da = pytest.importorskip("dask.array", reason="the dask extra is not installed")
+
+pytestmark = pytest.mark.dask
+
+
+def test_extract_features_without_a_client(rgb_images):
+    from sktransfer.dask import extract_features
+
+    extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=16, device="cpu").fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    lazy = da.from_array(rgb_images, chunks=(2, 10, 24, 3))
+    features = extract_features(lazy, extractor)
+    assert features.chunks[0] == (2, 2, 2)
+    np.testing.assert_allclose(features.compute(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="0 images"):
+        extract_features([], extractor)
+    with pytest.raises(ValueError, match="partition_size"):
+        extract_features(rgb_images, extractor, partition_size=0)
