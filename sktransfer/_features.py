@@ -236,6 +236,10 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return np.asarray(self._feature_names_out, dtype=object)
 
+    @property
+    def _n_features_out(self):
+        return len(self._feature_names_out)
+
     def _extract(self, images):
         return extract_features(
             self.backbone_.blocks, images, layers=self.layers_, pooling=self.pooling,

@@ -357,6 +357,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """Frozen-block caching, transform and predict run at the fastest batch size."""
         return inference_batch_size("auto", self.preprocessing_.input_size)
 
+    @property
+    def _n_features_out(self):
+        """Width of ``transform``'s output: the channels of the last block."""
+        return self.net_.module_.head.in_features
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
 

@@ -35,8 +35,8 @@ def extract_features(X, extractor, *, partition_size=1024):
     X : list or 1-D array of paths, numpy array of images, or dask array
         The images. A dask array is split along its chunks of the first axis (the
         other axes are merged into one chunk); other inputs in ``partition_size`` rows.
-    extractor : CNNFeatureExtractor
-        Fitted. With a ``dask.distributed`` client it is scattered to every worker once,
+    extractor : CNNFeatureExtractor or FineTuneClassifier
+        Fitted (a FineTuneClassifier gives its penultimate features). With a ``dask.distributed`` client it is scattered to every worker once,
         so each worker deserializes the network once, not once per partition; with
         dask's local threaded scheduler all tasks share the object.
     partition_size : int, default=1024
@@ -63,7 +63,7 @@ def extract_features(X, extractor, *, partition_size=1024):
     check_is_fitted(extractor)
     if not (isinstance(partition_size, int) and partition_size >= 1):
         raise ValueError(f"partition_size must be a positive int, got {partition_size!r}.")
-    n_features = len(extractor.get_feature_names_out())
+    n_features = extractor._n_features_out
     shared = _share(extractor)
     transform = dask.delayed(_transform_partition, pure=True)
     parts = []

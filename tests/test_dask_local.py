@@ -23,3 +23,16 @@ def test_extract_features_without_a_client(rgb_images):
         extract_features([], extractor)
     with pytest.raises(ValueError, match="partition_size"):
         extract_features(rgb_images, extractor, partition_size=0)
+
+
+def test_extract_features_of_a_fine_tuned_classifier(stripes):
+    from sktransfer import FineTuneClassifier
+    from sktransfer.dask import extract_features
+
+    from .conftest import tiny_cnn
+
+    X, y = stripes
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=1, device="cpu").fit(X, y)
+    features = extract_features(X, model, partition_size=16)
+    assert features.shape == (40, 32) and features.npartitions == 3
+    np.testing.assert_allclose(features.compute(), model.transform(X), rtol=1e-5, atol=1e-6)
