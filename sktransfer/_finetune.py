@@ -548,9 +548,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
                 preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
                 device=resolve_device(self.device), progress=False, precision=self.precision)
 
-        setting = ("frozen", weights_digest(model.blocks[:start]), start, self.preprocessing_,
-                   self.precision)
-        rows = cached_rows(images, extract, memory=self.memory, setting=setting)
+        if self.memory is None:
+            rows = extract(images)
+        else:
+            setting = ("frozen", weights_digest(model.blocks[:start]), start,
+                       self.preprocessing_, self.precision)
+            rows = cached_rows(images, extract, memory=self.memory, setting=setting)
         return torch.from_numpy(rows).reshape(len(images), *shape)
 
     def _split(self, y, seed):
