@@ -28,7 +28,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as cache:
         model = FineTuneClassifier(image_size=48, image_shape=(8, 8), max_epochs=10,
-                                   lr=5e-3, batch_size=64, random_state=0, memory=cache)
+                                   lr=2e-3, batch_size=64, random_state=0, memory=cache)
         search = GridSearchCV(model, {"freeze": [0, 3, 6, "all"]},
                               cv=StratifiedKFold(3, shuffle=True, random_state=0))
         start = time.perf_counter()
