@@ -1,5 +1,6 @@
 """Feature extraction: a pretrained network cut at a block, pooled, as a transformer."""
 
+import copy
 import os
 from numbers import Integral
 
@@ -59,6 +60,46 @@ def pool_features(feature_map, pooling):
     return torch.cat([flat.mean(2), flat.amax(2)], dim=1)
 
 
+def inference_blocks(blocks):
+    """A copy of ``blocks`` for inference, with BatchNorm folded into the convolutions.
+
+    Each block is traced alone by torch.fx and conv + BatchNorm pairs are fused (in eval
+    mode the same function, to float rounding: 25-60% faster on a CPU, benchmarks/). A
+    block that fx cannot trace is kept as it is. The original blocks are not touched.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    copies = []
+    for block in copy.deepcopy(blocks).eval():
+        try:
+            block = fuse(block, inplace=True)
+        except Exception:  # noqa: BLE001 - fx fails in many ways on untraceable code
+            pass
+        copies.append(block)
+    return nn.Sequential(*copies)
+
+
+class InferenceCopyMixin:
+    """Keeps ``_inference_blocks``, a fused copy of the fitted network, for transform.
+
+    Made at fit, so that transform never changes the estimator; left out of pickles
+    (it doubles their size) and rebuilt on unpickling.
+    """
+
+    def _make_inference_blocks(self):
+        self._inference_blocks = inference_blocks(self._fitted_blocks())
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: it may be the live __dict__
+        state.pop("_inference_blocks", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.__sklearn_is_fitted__():
+            self._make_inference_blocks()
+
+
 def run_blocks(blocks, batch, layers, pooling):
     """Run ``blocks`` up to the highest of ``layers``; pool and join their outputs in order."""
     outputs = {}
@@ -107,7 +148,7 @@ def extract_features(blocks, images, *, layers, pooling, preprocessing, batch_si
     return features
 
 
-class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
+class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
     """Features of a pretrained CNN, cut at a block and pooled, as a transformer.
 
     Parameters
@@ -209,7 +250,14 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError("layer is an empty list; give at least one block.")
         self.layers_ = [self.backbone_.block_index(layer) for layer in layers]
         self._feature_names_out = self._probe_feature_names()
+        self._make_inference_blocks()
         return self
+
+    def _fitted_blocks(self):
+        return self.backbone_.blocks
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "backbone_")
 
     def transform(self, X):
         """Features of each image.
@@ -242,7 +290,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _extract(self, images):
         return extract_features(
-            self.backbone_.blocks, images, layers=self.layers_, pooling=self.pooling,
+            self._inference_blocks, images, layers=self.layers_, pooling=self.pooling,
             preprocessing=self.preprocessing_,
             batch_size=inference_batch_size(self.batch_size, self.preprocessing_.input_size),
             device=resolve_device(self.device), progress=self.progress,
@@ -267,17 +315,6 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
                     suffix = self.pooling or "map"
                     names += [f"{block}_{suffix}{i}" for i in range(width)]
         return names
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        backbone = state.get("backbone_")
-        if backbone is not None and any(p.device.type != "cpu" for p in backbone.blocks.parameters()):
-            import copy
-
-            backbone = copy.copy(backbone)
-            backbone.blocks = copy.deepcopy(backbone.blocks).cpu()
-            state["backbone_"] = backbone
-        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -21,7 +21,12 @@ from torch import nn
 from ._backbones import resolve_backbone, weights_digest
 from ._cache import cached_rows
 from ._device import autocast, network_errors, resolve_device
-from ._features import NETWORK_PARAMETER_CONSTRAINTS, extract_features, inference_batch_size
+from ._features import (
+    NETWORK_PARAMETER_CONSTRAINTS,
+    InferenceCopyMixin,
+    extract_features,
+    inference_batch_size,
+)
 from ._images import check_images
 from ._persistence import read_tensors, write_tensors
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
@@ -98,7 +103,7 @@ def light_augmentation(input_size):
     ])
 
 
-class FineTuneClassifier(ClassifierMixin, BaseEstimator):
+class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
     """A pretrained CNN with a new head, fine-tuned by backprop, as a classifier.
 
     The top (classification) layer is replaced by a linear head for the target
@@ -331,7 +336,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
-        blocks = self.net_.module_.blocks
+        blocks = self._inference_blocks
 
         def extract(subset):
             return extract_features(
@@ -342,7 +347,8 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
         if self.memory is None:
             return extract(images)
-        setting = ("penultimate", weights_digest(blocks), self.preprocessing_, self.precision)
+        setting = ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
+                   self.precision)
         return cached_rows(images, extract, memory=self.memory, setting=setting)
 
     def __sklearn_tags__(self):
@@ -364,6 +370,9 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
+
+    def _fitted_blocks(self):
+        return self.net_.module_.blocks
 
     # -- fitting -------------------------------------------------------------------
 
@@ -397,6 +406,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = self._best_epoch()
         self.interrupted_ = interrupted
         self._forget_training_data()
+        self._make_inference_blocks()
         if interrupted:
             raise KeyboardInterrupt(
                 f"FineTuneClassifier.fit interrupted after {len(self.history_)} epoch(s); the "
@@ -440,6 +450,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.net_, self.history_, self.best_epoch_ = net, net.history, best_epoch
         self.interrupted_ = False
         self._forget_training_data()
+        self._make_inference_blocks()
 
     def _resume_from_checkpoint(self):
         """With warm_start and a checkpoint from an earlier fit, start from its weights."""

@@ -142,6 +142,7 @@ def load(path):
         model.backbone_, model.preprocessing_ = backbone, preprocessing
         model.layers_ = description["layers_"]
         model._feature_names_out = model._probe_feature_names()
+        model._make_inference_blocks()
         return model
     model.classes_ = np.asarray(description["classes"], dtype=np.dtype(description["classes_dtype"]))
     model._restore(backbone, preprocessing, tensors, history=description["history"],

@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 from sklearn.utils.validation import NotFittedError
 
-from sktransfer import CNNFeatureExtractor, PixelFeatures
+from sktransfer import CNNFeatureExtractor, PixelFeatures, read_images
 
 FAST = dict(backbone="resnet18", weights=None, image_size=32, device="cpu")
 
@@ -176,3 +176,33 @@ def test_transform_checks_feature_count(digits):
     extractor = CNNFeatureExtractor(**FAST).fit(X)
     with pytest.raises(ValueError, match="X has 63 features"):
         extractor.transform(X[:, :63])
+
+
+def test_pickling_leaves_the_fitted_extractor_intact(rgb_images):
+    extractor = CNNFeatureExtractor(**FAST).fit(rgb_images)
+    expected = extractor.transform(rgb_images)
+    pickle.dumps(extractor)
+    np.testing.assert_array_equal(extractor.transform(rgb_images), expected)
+
+
+def test_folded_batchnorm_gives_the_network_s_features(tmp_path, rgb_images):
+    """Inference runs a BatchNorm-folded copy; it must equal the network itself (fp32)."""
+    import torch
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.manual_seed(2)
+    for name, tensor in reference.state_dict().items():
+        if "running" in name or "bn" in name or "downsample.1" in name:
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    extractor = CNNFeatureExtractor("resnet18", weights=str(tmp_path / "r18.pth"), image_size=32,
+                                    device="cpu").fit(rgb_images)
+    trunk = torch.nn.Sequential(*list(reference.children())[:-2]).eval()
+    preprocessing = extractor.preprocessing_
+    batch = next(read_images(rgb_images).batches(6, preprocessing))[1]
+    with torch.inference_mode():
+        expected = trunk(batch).mean((2, 3)).numpy()
+    np.testing.assert_allclose(extractor.transform(rgb_images), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
