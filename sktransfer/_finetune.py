@@ -26,6 +26,7 @@ from ._features import (
     InferenceCopyMixin,
     extract_features,
     inference_batch_size,
+    pool_features,
 )
 from ._images import check_images
 from ._persistence import read_tensors, write_tensors
@@ -347,9 +348,38 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
 
         if self.memory is None:
             return extract(images)
+        if self.n_frozen_ > 0:
+            features = self._features_from_frozen_cache(images)
+            if features is not None:
+                return features
         setting = ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
                    self.precision)
         return cached_rows(images, extract, memory=self.memory, setting=setting)
+
+    def _features_from_frozen_cache(self, images):
+        """Penultimate features whose frozen part comes from the per-image cache.
+
+        The frozen blocks' outputs are the ones training cached, so in a grid search the
+        test fold's images, trained on in other folds, skip the frozen blocks here too.
+        None when those outputs would not fit in memory.
+        """
+        start = self.n_frozen_
+        inputs = self._inputs_from_block(images, start, self.net_.module_)
+        if inputs is None:
+            return None
+        device = resolve_device(self.device)
+        top = self._inference_blocks[start:].to(device, memory_format=torch.channels_last)
+        batch_size = self._inference_batch_size()
+        features = np.empty((len(images), self._n_features_out), dtype=np.float32)
+        with torch.inference_mode(), autocast(device, self.precision):
+            for begin in range(0, len(inputs), batch_size):
+                x = inputs[begin:begin + batch_size].to(device)
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                for block in top:
+                    x = block(x)
+                features[begin:begin + len(x)] = pool_features(x, "avg").float().cpu().numpy()
+        return features
 
     def __sklearn_tags__(self):
         from sklearn.utils import TransformerTags

@@ -119,18 +119,21 @@ def test_cached_and_uncached_training_agree(stripes, monkeypatch):
     np.testing.assert_allclose(cached.history_[:, "train_loss"], uncached.history_[:, "train_loss"], rtol=1e-5)
 
 
-def test_memory_reuses_frozen_outputs_across_fits_and_folds(stripes, tmp_path, monkeypatch):
+@pytest.mark.parametrize("freeze", ["all", 2])
+def test_memory_reuses_frozen_outputs_across_fits_and_folds(stripes, tmp_path, monkeypatch, freeze):
     X, y = stripes
     calls = []
     original = _finetune.extract_features
     monkeypatch.setattr(_finetune, "extract_features",
                         lambda blocks, images, **k: calls.append(len(images)) or original(blocks, images, **k))
-    with_memory = tiny(freeze="all", max_epochs=2, memory=str(tmp_path)).fit(X[:30], y[:30])
+    with_memory = tiny(freeze=freeze, max_epochs=2, memory=str(tmp_path)).fit(X[:30], y[:30])
     assert calls == [30]
-    tiny(freeze="all", max_epochs=2, memory=str(tmp_path)).fit(X[10:], y[10:])
+    tiny(freeze=freeze, max_epochs=2, memory=str(tmp_path)).fit(X[10:], y[10:])
     assert calls == [30, 10]  # only the 10 images not seen before
-    plain = tiny(freeze="all", max_epochs=2).fit(X[:30], y[:30])
-    np.testing.assert_allclose(with_memory.predict_proba(X), plain.predict_proba(X), atol=1e-6)
+    proba = with_memory.predict_proba(X)
+    assert calls == [30, 10]  # predict's frozen part comes from the same cache
+    plain = tiny(freeze=freeze, max_epochs=2).fit(X[:30], y[:30])
+    np.testing.assert_allclose(proba, plain.predict_proba(X), atol=1e-5)
 
 
 def test_same_random_state_same_predictions(stripes):
