@@ -52,7 +52,7 @@ class ImageSet:
         """
         if self._array is not None:
             chunk = self._array[indices]
-            return _to_float_tensor(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2)
+            return _to_float_tensor(chunk).permute(0, 3, 1, 2)  # astype made the one copy
         images = [_to_float_tensor(_decode(self._items[i], i)).permute(2, 0, 1) for i in indices]
         if all(img.shape == images[0].shape for img in images):
             return torch.stack(images)

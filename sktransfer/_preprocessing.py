@@ -87,7 +87,7 @@ def prepare_batch(batch, preprocessing):
         mean = torch.as_tensor(preprocessing.mean, dtype=batch.dtype).view(1, -1, 1, 1)
         std = torch.as_tensor(preprocessing.std, dtype=batch.dtype).view(1, -1, 1, 1)
         batch = (batch - mean) / std
-    return batch.contiguous()
+    return batch  # any layout: the network's caller puts it in channels-last once
 
 
 def _to_channels(batch, channels):
