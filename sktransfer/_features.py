@@ -3,6 +3,7 @@
 import copy
 import os
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ._backbones import resolve_backbone, weights_digest
 from ._cache import cached_rows
-from ._device import PRECISIONS, autocast, network_errors, resolve_device
+from ._device import PRECISIONS, autocast, network_errors, resolve_device, resolve_precision
 from ._images import check_images
 
 POOLINGS = ("avg", "max", "avgmax")
@@ -60,38 +61,76 @@ def pool_features(feature_map, pooling):
     return torch.cat([flat.mean(2), flat.amax(2)], dim=1)
 
 
-def inference_blocks(blocks):
-    """A copy of ``blocks`` for inference, with BatchNorm folded into the convolutions.
+def inference_blocks(blocks, device, *, fold=True):
+    """A frozen copy of ``blocks`` for inference, prepared once for ``device``.
 
-    Each block is traced alone by torch.fx and conv + BatchNorm pairs are fused (in eval
-    mode the same function, to float rounding: 25-60% faster on a CPU, benchmarks/). A
-    block that fx cannot trace is kept as it is. The original blocks are not touched.
+    With ``fold``, each block is traced alone by torch.fx and conv + BatchNorm pairs are
+    fused (in eval mode the same function, to float rounding: 25-60% faster on a CPU,
+    benchmarks/). A block that fx cannot trace is kept as it is. The copy is in eval mode, without
+    gradients, on ``device`` in the channels-last layout that oneDNN and cuDNN run
+    fastest: inference never has to change it, so several threads can share it. The
+    original blocks are not touched.
     """
     from torch.fx.experimental.optimization import fuse
 
     copies = []
     for block in copy.deepcopy(blocks).eval():
         try:
-            block = fuse(block, inplace=True)
+            block = fuse(block, inplace=True) if fold else block
         except Exception:  # noqa: BLE001 - fx fails in many ways on untraceable code
             pass
         copies.append(block)
-    return nn.Sequential(*copies)
+    prepared = nn.Sequential(*copies).eval().requires_grad_(False)
+    return prepared.to(device, memory_format=torch.channels_last)
+
+
+class Inference(NamedTuple):
+    """A fitted network prepared for inference: its blocks, device and precision."""
+
+    blocks: nn.Sequential
+    device: torch.device
+    precision: str
+
+
+def prepare_inference(blocks, device, precision, *, fold=True):
+    """An :class:`Inference` of a copy of ``blocks`` for ``device`` (see inference_blocks)."""
+    return Inference(inference_blocks(blocks, device, fold=fold), device,
+                     resolve_precision(device, precision))
 
 
 class InferenceCopyMixin:
-    """Keeps ``_inference_blocks``, a fused copy of the fitted network, for transform.
+    """Keeps ``_inference``, a fused copy of the fitted network, for transform.
 
-    Made at fit, so that transform never changes the estimator; left out of pickles
-    (it doubles their size) and rebuilt on unpickling.
+    Made at fit and on unpickling (left out of pickles: it doubles their size), on the
+    device that ``device`` resolves to, so that transform and predict only read it:
+    a fitted estimator can be shared by threads (dask workers, web servers).
     """
 
     def _make_inference_blocks(self):
-        self._inference_blocks = inference_blocks(self._fitted_blocks())
+        try:
+            device = resolve_device(self.device)
+        except ValueError:  # unpickled where that device is missing: transform says so
+            self._inference = None
+            return
+        self._inference = prepare_inference(self._fitted_blocks(), device, self.precision)
+
+    def _inference_for_call(self):
+        """The prepared :class:`Inference`, never modifying the estimator.
+
+        After ``set_params(device=...)`` or ``set_params(precision=...)`` on a fitted
+        estimator, a copy for the new setting is made for this call only.
+        """
+        device = resolve_device(self.device)
+        prepared = self._inference
+        if prepared is not None and prepared.device == device and (
+            self.precision in (prepared.precision, "bf16")  # bf16 may have fallen back
+        ):
+            return prepared
+        return prepare_inference(self._fitted_blocks(), device, self.precision)
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: it may be the live __dict__
-        state.pop("_inference_blocks", None)
+        state.pop("_inference", None)
         return state
 
     def __setstate__(self, state):
@@ -118,20 +157,22 @@ def show_progress(progress, n_batches):
     return not progress
 
 
-def extract_features(blocks, images, *, layers, pooling, preprocessing, batch_size,
-                     device, progress="auto", precision="fp32"):
+def extract_features(inference, images, *, layers, pooling, preprocessing, batch_size,
+                     progress="auto"):
     """Stream ``images`` through ``blocks`` into a preallocated float32 array.
 
     Memory beyond the output stays bounded by one batch: images are decoded (the next
     batch in a background thread while the network runs), preprocessed and run batch by
     batch under ``inference_mode``, in the channels-last layout that oneDNN and cuDNN
     convolutions run fastest in (same results as NCHW to float rounding).
+    ``inference`` comes from :func:`prepare_inference`: it is only read, so threads
+    may share it.
 
     Returns
     -------
     ndarray of shape (n_images, n_features), float32
     """
-    blocks.eval().to(device, memory_format=torch.channels_last)
+    blocks, device, precision = inference
     n_batches = -(-len(images) // batch_size)
     features = None
     with torch.inference_mode(), autocast(device, precision), network_errors(
@@ -242,7 +283,7 @@ class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
         self : CNNFeatureExtractor
         """
         check_images(self, X, reset=True, image_shape=self.image_shape)
-        autocast(resolve_device(self.device), self.precision)
+        resolve_precision(resolve_device(self.device), self.precision, warn=False)
         self.backbone_ = resolve_backbone(self.backbone, self.weights)
         self.preprocessing_ = self.backbone_.preprocessing.with_size(self.image_size)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
@@ -273,11 +314,20 @@ class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
+        inference = self._inference_for_call()
+
+        def extract(subset):
+            return extract_features(
+                inference, subset, layers=self.layers_, pooling=self.pooling,
+                preprocessing=self.preprocessing_,
+                batch_size=inference_batch_size(self.batch_size, self.preprocessing_.input_size),
+                progress=self.progress)
+
         if self.memory is None:
-            return self._extract(images)
+            return extract(images)
         setting = (weights_digest(self.backbone_.blocks), self.layers_, self.pooling,
-                   self.preprocessing_, self.precision)
-        return cached_rows(images, self._extract, memory=self.memory, setting=setting)
+                   self.preprocessing_, inference.precision)
+        return cached_rows(images, extract, memory=self.memory, setting=setting)
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<block>_<pooling><i>`` of the output columns."""
@@ -287,15 +337,6 @@ class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
     @property
     def _n_features_out(self):
         return len(self._feature_names_out)
-
-    def _extract(self, images):
-        return extract_features(
-            self._inference_blocks, images, layers=self.layers_, pooling=self.pooling,
-            preprocessing=self.preprocessing_,
-            batch_size=inference_batch_size(self.batch_size, self.preprocessing_.input_size),
-            device=resolve_device(self.device), progress=self.progress,
-            precision=self.precision,
-        )
 
     def _probe_feature_names(self):
         """Output width of each layer, from one forward pass of a blank image."""

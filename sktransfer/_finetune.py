@@ -20,13 +20,14 @@ from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
 from ._cache import cached_rows
-from ._device import autocast, network_errors, resolve_device
+from ._device import _bf16_advice, autocast, network_errors, resolve_device, resolve_precision
 from ._features import (
     NETWORK_PARAMETER_CONSTRAINTS,
     InferenceCopyMixin,
     extract_features,
     inference_batch_size,
     pool_features,
+    prepare_inference,
 )
 from ._images import check_images
 from ._persistence import read_tensors, write_tensors
@@ -337,26 +338,25 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
-        blocks = self._inference_blocks
+        inference = self._inference_for_call()
 
         def extract(subset):
             return extract_features(
-                blocks, subset, layers=[len(blocks) - 1], pooling="avg",
+                inference, subset, layers=[self.n_blocks_ - 1], pooling="avg",
                 preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
-                device=resolve_device(self.device), progress=self.progress,
-                precision=self.precision)
+                progress=self.progress)
 
         if self.memory is None:
             return extract(images)
         if self.n_frozen_ > 0:
-            features = self._features_from_frozen_cache(images)
+            features = self._features_from_frozen_cache(images, inference)
             if features is not None:
                 return features
         setting = ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
-                   self.precision)
+                   inference.precision)
         return cached_rows(images, extract, memory=self.memory, setting=setting)
 
-    def _features_from_frozen_cache(self, images):
+    def _features_from_frozen_cache(self, images, inference):
         """Penultimate features whose frozen part comes from the per-image cache.
 
         The frozen blocks' outputs are the ones training cached, so in a grid search the
@@ -364,14 +364,14 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         None when those outputs would not fit in memory.
         """
         start = self.n_frozen_
-        inputs = self._inputs_from_block(images, start, self.net_.module_)
+        inputs = self._inputs_from_block(images, start, inference, self._fitted_blocks())
         if inputs is None:
             return None
-        device = resolve_device(self.device)
-        top = self._inference_blocks[start:].to(device, memory_format=torch.channels_last)
+        blocks, device, precision = inference
+        top = blocks[start:]
         batch_size = self._inference_batch_size()
         features = np.empty((len(images), self._n_features_out), dtype=np.float32)
-        with torch.inference_mode(), autocast(device, self.precision):
+        with torch.inference_mode(), autocast(device, precision):
             for begin in range(0, len(inputs), batch_size):
                 x = inputs[begin:begin + batch_size].to(device)
                 if x.ndim == 4:
@@ -411,9 +411,10 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         y = self._check_labels(y, len(images), warm=warm, classes=classes)
         device = resolve_device(self.device)
         if self.precision == "fp16":
-            raise ValueError("precision='fp16' is not supported for training (it needs loss "
-                             "scaling); use precision='bf16'.")
-        autocast(device, self.precision)
+            raise ValueError(
+                "precision='fp16' is not supported for training (it needs loss scaling); use "
+                f"precision='fp32'{_bf16_advice() if device.type == 'cpu' else ' or bf16'}.")
+        precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -427,9 +428,10 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                     "(warm_start=False) to change freeze."
                 )
             model = self.net_.module_ if warm else self._model
-            train, valid = self._training_sets(images, y, seed, model)
+            train, valid = self._training_sets(images, y, seed, model, device, precision)
             net = self.net_ if warm else self._skorch_net(train.y, device)
-            net.set_params(train_split=_predefined(valid), verbose=self.verbose)
+            net.set_params(train_split=_predefined(valid), verbose=self.verbose,
+                           precision=precision)
             interrupted = self._train(net, train, epochs, warm)
         self.net_ = net
         self.history_ = net.history
@@ -541,7 +543,7 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                 shapes.append(tuple(x.shape[1:]))
         return shapes
 
-    def _training_sets(self, images, y, seed, model):
+    def _training_sets(self, images, y, seed, model, device, precision):
         """Training and validation sets of the inputs the trainable part needs."""
         if self.early_stopping:
             train_index, valid_index = self._split(y, seed)
@@ -549,10 +551,14 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
             train_index, valid_index = np.arange(len(y)), None
         augment = self._augmentation()
         start = self.n_frozen_ if augment is None else 0
-        inputs = self._inputs_from_block(images, start, model)
+        # Unfolded: the same kernels as training through the frozen blocks, so that
+        # training on cached outputs gives the very model that training without does.
+        frozen = (prepare_inference(model.blocks[:start], device, precision, fold=False)
+                  if start else None)
+        inputs = self._inputs_from_block(images, start, frozen, model.blocks)
         if inputs is None:
             start = 0
-            inputs = self._inputs_from_block(images, 0, model)
+            inputs = self._inputs_from_block(images, 0, frozen, model.blocks)
         model.input_block = start
 
         def make(index, augment):
@@ -564,11 +570,15 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
 
         return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
 
-    def _inputs_from_block(self, images, start, model):
+    def _inputs_from_block(self, images, start, inference, trunk):
         """All images' inputs to block ``start`` as one tensor, or None past the budget.
 
         ``start == 0``: the preprocessed images; ``0 < start < n_blocks``: the frozen
-        blocks' feature maps; ``start == n_blocks``: their pooled features.
+        blocks' feature maps; ``start == n_blocks``: their pooled features. The frozen
+        blocks run from ``inference``, an :class:`Inference` whose bottom ``start``
+        blocks are copies of the frozen blocks (unfolded at fit, BatchNorm-folded at
+        predict: equal to float rounding, and cached under one key: the digest of the
+        frozen blocks of ``trunk``, the fitted blocks).
         """
         if start == 0:
             shape = (self.preprocessing_.channels, *self.preprocessing_.input_size)
@@ -584,16 +594,16 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
 
         def extract(subset):
             return extract_features(
-                model.blocks, subset, layers=[start - 1],
+                inference, subset, layers=[start - 1],
                 pooling="avg" if start == self.n_blocks_ else None,
                 preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
-                device=resolve_device(self.device), progress=False, precision=self.precision)
+                progress=False)
 
         if self.memory is None:
             rows = extract(images)
         else:
-            setting = ("frozen", weights_digest(model.blocks[:start]), start,
-                       self.preprocessing_, self.precision)
+            setting = ("frozen", weights_digest(trunk[:start]), start,
+                       self.preprocessing_, inference.precision)
             rows = cached_rows(images, extract, memory=self.memory, setting=setting)
         return torch.from_numpy(rows).reshape(len(images), *shape)
 
@@ -634,7 +644,6 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         param_groups = [(f"blocks.{index}.*", {"lr": rate}) for index, rate in rates.items()]
         return TransferNeuralNet(
             module=self._model,
-            precision=self.precision,
             criterion=nn.CrossEntropyLoss,
             criterion__weight=self._class_weights(y_train.numpy()),
             optimizer=optimizer,
