@@ -401,6 +401,28 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
 
+    def __getstate__(self):
+        """Pickle what prediction needs: the optimizer's state (twice the weights) stays out.
+
+        skorch pickles ``module`` (its init parameter, the same network as ``module_``)
+        apart from ``module_``, which would store the weights twice: it travels as None
+        and is re-linked on unpickling. A warm-started fit of an unpickled model starts a
+        fresh optimizer.
+        """
+        state = super().__getstate__()
+        if "net_" in state:
+            trained = state["net_"]
+            net = object.__new__(type(trained))  # a shallow copy: the live net is not touched
+            net.__dict__.update({k: v for k, v in vars(trained).items() if k != "optimizer_"})
+            net.module = None
+            state["net_"] = net
+        return state
+
+    def __setstate__(self, state):
+        if "net_" in state:
+            state["net_"].module = state["net_"].module_
+        super().__setstate__(state)
+
     def _fitted_blocks(self):
         return self.net_.module_.blocks
 
@@ -458,6 +480,8 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
             try:
                 if not warm:
                     net.initialize()
+                elif not hasattr(net, "optimizer_"):  # unpickled: see __getstate__
+                    net.initialize_optimizer()
                 net.notify("on_train_begin", X=train, y=None)
                 try:
                     net.fit_loop(train, y=None, epochs=epochs)

@@ -104,3 +104,19 @@ def test_extract_features_from_a_dask_array(client, rgb_images):
     features = extract_features(lazy, extractor)
     assert features.chunks[0] == (2, 2, 2)
     np.testing.assert_allclose(features.compute(), extractor.transform(rgb_images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_worker_with_two_threads_shares_one_extractor(rgb_images):
+    """The README's setting (threads as cores): partitions run concurrently on one object."""
+    from sktransfer.dask import extract_features
+
+    X = np.concatenate([rgb_images] * 4)
+    extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=32,
+                                    device="cpu").fit(X)
+    expected = extractor.transform(X)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        with distributed.Client(cluster):
+            for _ in range(2):
+                features = extract_features(X, extractor, partition_size=3).compute()
+                np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)

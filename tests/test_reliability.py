@@ -193,3 +193,63 @@ def test_parallel_workers_do_not_oversubscribe_the_cores(stripes):
     before = torch.get_num_threads()
     _torch_threads_in_a_fit(*stripes)
     assert torch.get_num_threads() == before  # the caller's setting is left as it was
+
+
+def _transform_in_threads(model, X, n_threads=4, method="transform"):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(lambda _: getattr(model, method)(X), range(n_threads)))
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_concurrent_transforms_right_after_unpickling_equal_the_serial_one(
+        rgb_images, tmp_path, memory):
+    """A dask worker with 2 threads does exactly this; it used to race inside module.to()."""
+    X = np.concatenate([rgb_images] * 4)
+    extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=32, device="cpu",
+                                    memory=str(tmp_path) if memory else None).fit(X)
+    serial = extractor.transform(X)
+    payload = pickle.dumps(extractor)
+    for _ in range(3):
+        shared = pickle.loads(payload)
+        for features in _transform_in_threads(shared, X):
+            np.testing.assert_allclose(features, serial, rtol=1e-5, atol=1e-6)
+
+
+def test_concurrent_predictions_of_a_fine_tuned_model(stripes, tmp_path):
+    X, y = stripes
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, freeze=1, max_epochs=2,
+                               device="cpu", random_state=0, memory=str(tmp_path)).fit(X, y)
+    serial = model.predict_proba(X)
+    shared = pickle.loads(pickle.dumps(model))
+    for proba in _transform_in_threads(shared, X, method="predict_proba"):
+        np.testing.assert_allclose(proba, serial, rtol=1e-5, atol=1e-6)
+
+
+def test_transform_leaves_the_fitted_network_untouched(rgb_images):
+    extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=16,
+                                    device="cpu").fit(rgb_images)
+    prepared = extractor._inference
+    network = extractor.backbone_.blocks
+    modes = [module.training for module in network.modules()]
+    before = {name: (t.data_ptr(), t.stride()) for name, t in network.state_dict().items()}
+    extractor.transform(rgb_images)
+    assert extractor._inference is prepared
+    assert [module.training for module in network.modules()] == modes
+    assert {name: (t.data_ptr(), t.stride())
+            for name, t in network.state_dict().items()} == before
+
+
+def test_pickles_hold_what_prediction_needs_and_warm_start_still_works(stripes):
+    X, y = stripes
+    model = FineTuneClassifier("resnet18", weights=None, image_size=16, max_epochs=1,
+                               device="cpu", random_state=0).fit(X, y)
+    weights = sum(t.numel() * t.element_size() for t in model.net_.module_.state_dict().values())
+    payload = pickle.dumps(model)
+    assert len(payload) < 1.1 * weights  # AdamW's two moments would make it 3x
+    assert hasattr(model.net_, "optimizer_")  # pickling did not strip the live model
+    loaded = pickle.loads(payload)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    loaded.set_params(warm_start=True).fit(X, y)
+    assert len(loaded.history_) == 2
