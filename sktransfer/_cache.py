@@ -6,6 +6,7 @@ computed. Files are written to a temporary name and renamed, so a crash mid-writ
 never leaves a partial entry; an unreadable entry is recomputed.
 """
 
+import os
 from pathlib import Path
 
 import joblib
@@ -13,6 +14,37 @@ import numpy as np
 from sklearn.utils.validation import check_memory
 
 from ._persistence import atomic_path
+
+
+def check_cache_folder(memory):
+    """Check ``memory`` names a folder that can be created and written, before any work.
+
+    Returns
+    -------
+    Path or None
+        The cache's folder; None when nothing is cached.
+    """
+    location = check_memory(memory).location
+    if location is None:
+        return None
+    folder = Path(location)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"memory={os.fspath(memory) if isinstance(memory, (str, os.PathLike)) else memory!r}"
+            f" is a file; the cache needs a folder. Give a folder path (created if missing), "
+            "a joblib.Memory, or None."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot create the cache folder '{folder}' given as memory ({error.strerror}). "
+            "Give a folder you can write to, or memory=None."
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"The cache folder '{folder}' given as memory is not writable. "
+                         "Give a folder you can write to, or memory=None.")
+    return folder
 
 
 def cached_rows(images, compute, *, memory, setting):

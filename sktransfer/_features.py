@@ -14,9 +14,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._backbones import resolve_backbone, weights_digest
-from ._cache import cached_rows
+from ._cache import cached_rows, check_cache_folder
 from ._device import PRECISIONS, autocast, network_errors, resolve_device, resolve_precision
 from ._images import check_images
+from ._preprocessing import Preprocessing
 
 POOLINGS = ("avg", "max", "avgmax")
 
@@ -48,11 +49,25 @@ def inference_batch_size(batch_size, input_size):
 
 
 def pool_features(feature_map, pooling):
-    """Pool a ``(n, C, H, W)`` map to ``(n, C)`` (``2C`` for "avgmax"), or flatten it."""
+    """Pool a block's output into one row per image, or flatten it (``pooling=None``).
+
+    A map ``(n, C, H, W)`` is pooled over its positions to ``(n, C)`` (``2C`` for
+    "avgmax"). A token sequence ``(n, tokens, dim)`` (vision transformers) is summarized
+    by its first token, the class token, as the network's own head reads it: ``(n, dim)``
+    for "avg"; "max" and "avgmax" pool maps only.
+    """
     if feature_map.ndim == 2:
         return feature_map
     if pooling is None:
         return feature_map.flatten(1)
+    if feature_map.ndim == 3:
+        if pooling != "avg":
+            raise ValueError(
+                f"pooling={pooling!r} pools feature maps, but this block outputs a token "
+                f"sequence {tuple(feature_map.shape[1:])} (tokens, dim), summarized by its "
+                "class token: use pooling='avg' (the class token) or None (every token)."
+            )
+        return feature_map[:, 0]
     flat = feature_map.flatten(2)
     if pooling == "avg":
         return flat.mean(2)
@@ -284,6 +299,7 @@ class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
         """
         check_images(self, X, reset=True, image_shape=self.image_shape)
         resolve_precision(resolve_device(self.device), self.precision, warn=False)
+        check_cache_folder(self.memory)
         self.backbone_ = resolve_backbone(self.backbone, self.weights)
         self.preprocessing_ = self.backbone_.preprocessing.with_size(self.image_size)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
@@ -299,6 +315,20 @@ class CNNFeatureExtractor(InferenceCopyMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "backbone_")
+
+    def _get_safe_state(self):
+        """(JSON description, tensors) of the fitted state, for sktransfer.save."""
+        return ({"preprocessing": self.preprocessing_.to_json(), "layers_": self.layers_},
+                self.backbone_.blocks.state_dict())
+
+    def _set_safe_state(self, description, tensors):
+        """Rebuild the fitted state from what :meth:`_get_safe_state` gave (sktransfer.load)."""
+        self.backbone_ = resolve_backbone(self.backbone, weights=None)
+        self.backbone_.blocks.load_state_dict(tensors)
+        self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
+        self.layers_ = description["layers_"]
+        self._feature_names_out = self._probe_feature_names()
+        self._make_inference_blocks()
 
     def transform(self, X):
         """Features of each image.

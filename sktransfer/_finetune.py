@@ -19,7 +19,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
-from ._cache import cached_rows
+from ._cache import cached_rows, check_cache_folder
 from ._device import _bf16_advice, autocast, network_errors, resolve_device, resolve_precision
 from ._features import (
     NETWORK_PARAMETER_CONSTRAINTS,
@@ -30,6 +30,7 @@ from ._features import (
     prepare_inference,
 )
 from ._images import check_images
+from ._preprocessing import Preprocessing
 from ._persistence import read_tensors, write_tensors
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 
@@ -437,6 +438,7 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                 "precision='fp16' is not supported for training (it needs loss scaling); use "
                 f"precision='fp32'{_bf16_advice() if device.type == 'cpu' else ' or bf16'}.")
         precision = resolve_precision(device, self.precision)
+        check_cache_folder(self.memory)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -493,17 +495,31 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                 net.set_params(train_split=None)
         return interrupted
 
-    def _restore(self, backbone, preprocessing, tensors, *, history, best_epoch):
-        """Rebuild the fitted state from saved tensors (see sktransfer.load)."""
+    def _get_safe_state(self):
+        """(JSON description, tensors) of the fitted state, for sktransfer.save."""
+        description = {
+            "preprocessing": self.preprocessing_.to_json(),
+            "classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
+            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
+            "history": [{k: v for k, v in epoch.items() if k != "batches"}
+                        for epoch in self.history_],
+        }
+        return description, self.net_.module_.state_dict()
+
+    def _set_safe_state(self, description, tensors):
+        """Rebuild the fitted state from what :meth:`_get_safe_state` gave (sktransfer.load)."""
         from skorch.history import History
 
-        self._build_network(backbone)
-        self.preprocessing_ = preprocessing
+        self.classes_ = np.asarray(description["classes"],
+                                   dtype=np.dtype(description["classes_dtype"]))
+        self._build_network(resolve_backbone(self.backbone, weights=None))
+        self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self._model.load_state_dict(tensors)
         net = self._skorch_net(torch.arange(len(self.classes_)), torch.device("cpu"))
         net.initialize()
-        net.history = History(history)
-        self.net_, self.history_, self.best_epoch_ = net, net.history, best_epoch
+        net.history = History(description["history"])
+        self.net_, self.history_ = net, net.history
+        self.best_epoch_ = description["best_epoch_"]
         self.interrupted_ = False
         self._forget_training_data()
         self._make_inference_blocks()

@@ -1,16 +1,18 @@
 """Safe model files: safetensors weights plus a JSON description, never a pickle.
 
-``save(model, path)`` writes one ``.safetensors`` file: the network's tensors, and in its
-metadata the estimator's parameters, classes and fitted settings as JSON. ``load(path)``
-rebuilds the estimator from them without unpickling anything, so a file from an untrusted
-source cannot run code. (joblib and pickle files can: load those from trusted sources only.)
+``save(model, path)`` writes one ``.safetensors`` file: the arrays (network weights, a
+linear model's coefficients, ...) as tensors, and in its metadata the estimators'
+parameters and fitted settings as JSON. ``load(path)`` rebuilds the model from them
+without unpickling anything, so a file from an untrusted source cannot run code: only
+allow-listed classes are built, and their state is plain numbers, strings and arrays
+(the approach of skops). joblib and pickle files can run code: load those from trusted
+sources only.
 """
 
 import json
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,87 +69,174 @@ def read_tensors(path):
     return tensors, json.loads(metadata["sktransfer"])
 
 
+#: scikit-learn estimators a safe file may hold: fitted state of plain arrays and numbers.
+SAFE_SKLEARN_CLASSES = {
+    "sklearn.decomposition.PCA",
+    "sklearn.linear_model.LogisticRegression",
+    "sklearn.linear_model.RidgeClassifier",
+    "sklearn.linear_model.SGDClassifier",
+    "sklearn.preprocessing.MinMaxScaler",
+    "sklearn.preprocessing.Normalizer",
+    "sklearn.preprocessing.StandardScaler",
+    "sklearn.svm.LinearSVC",
+    "sklearn.svm.SVC",
+}
+SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "PixelFeatures")
+
+
 def save(model, path):
-    """Save a fitted CNNFeatureExtractor or FineTuneClassifier without pickle.
+    """Save a fitted model without pickle: safetensors weights and a JSON description.
 
     Parameters
     ----------
-    model : CNNFeatureExtractor or FineTuneClassifier
-        Fitted, with a named backbone (a module backbone has no name to rebuild from:
-        use joblib for those, and load such files from trusted sources only).
+    model : estimator or Pipeline
+        Fitted: a ``CNNFeatureExtractor``, ``FineTuneClassifier`` or ``PixelFeatures``
+        with a named backbone, a scikit-learn estimator among ``SAFE_SKLEARN_CLASSES``
+        (scalers, PCA, linear models, SVMs), or a ``Pipeline`` of these. Anything else
+        is refused: save it with joblib, and load such files from trusted sources only.
     path : str or PathLike
         Where to write; ``.safetensors`` by convention.
 
     Examples
     --------
     >>> import numpy as np, sktransfer
-    >>> X = np.zeros((2, 8, 8), dtype=np.uint8)
-    >>> model = sktransfer.CNNFeatureExtractor(image_size=32).fit(X)
-    >>> sktransfer.save(model, "features.safetensors")  # doctest: +SKIP
-    >>> sktransfer.load("features.safetensors").transform(X).shape  # doctest: +SKIP
-    (2, 1280)
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> X, y = np.zeros((4, 8, 8), dtype=np.uint8), [0, 1, 0, 1]
+    >>> X[1::2] = 255
+    >>> model = make_pipeline(sktransfer.CNNFeatureExtractor(image_size=32),
+    ...                       LogisticRegression()).fit(X, y)
+    >>> sktransfer.save(model, "model.safetensors")  # doctest: +SKIP
+    >>> sktransfer.load("model.safetensors").predict(X)  # doctest: +SKIP
+    array([0, 1, 0, 1])
     """
-    from sklearn.utils.validation import check_is_fitted
-
-    from ._features import CNNFeatureExtractor
-    from ._finetune import FineTuneClassifier
-
-    if not isinstance(model, (CNNFeatureExtractor, FineTuneClassifier)):
-        raise TypeError(f"save takes a CNNFeatureExtractor or FineTuneClassifier, got "
-                        f"{type(model).__name__}; use joblib for other estimators.")
-    check_is_fitted(model)
-    description = {"class": type(model).__name__, "params": _json_params(model),
-                   "preprocessing": asdict(model.preprocessing_)}
-    if hasattr(model, "n_features_in_"):
-        description["n_features_in_"] = int(model.n_features_in_)
-    if isinstance(model, CNNFeatureExtractor):
-        description["layers_"] = model.layers_
-        tensors = model.backbone_.blocks.state_dict()
-    else:
-        description.update(
-            classes=model.classes_.tolist(), classes_dtype=model.classes_.dtype.str,
-            n_frozen_=model.n_frozen_, best_epoch_=model.best_epoch_,
-            history=[{k: v for k, v in epoch.items() if k != "batches"} for epoch in model.history_],
-        )
-        tensors = model.net_.module_.state_dict()
+    tensors = {}
+    description = _describe(model, "", tensors)
     write_tensors(path, tensors, description)
 
 
 def load(path):
-    """Load a model written by :func:`save`; nothing is unpickled.
+    """Load a model written by :func:`save`; nothing is unpickled, no code runs.
 
     Returns
     -------
-    CNNFeatureExtractor or FineTuneClassifier
+    estimator or Pipeline
         Fitted, predicting as the saved one did.
     """
-    from ._backbones import resolve_backbone
-    from ._features import CNNFeatureExtractor
-    from ._finetune import FineTuneClassifier
-    from ._preprocessing import Preprocessing
-
     tensors, description = read_tensors(path)
-    classes = {"CNNFeatureExtractor": CNNFeatureExtractor, "FineTuneClassifier": FineTuneClassifier}
-    if description.get("class") not in classes:
-        raise ValueError(f"'{path}' holds an unknown estimator {description.get('class')!r}.")
-    params = _params_from_json(description["params"])
-    model = classes[description["class"]](**params)
-    backbone = resolve_backbone(params["backbone"], weights=None)
-    preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in description["preprocessing"].items()})
-    if "n_features_in_" in description:
-        model.n_features_in_ = description["n_features_in_"]
-    if isinstance(model, CNNFeatureExtractor):
-        backbone.blocks.load_state_dict(tensors)
-        model.backbone_, model.preprocessing_ = backbone, preprocessing
-        model.layers_ = description["layers_"]
-        model._feature_names_out = model._probe_feature_names()
-        model._make_inference_blocks()
+    return _rebuild(description, tensors, path)
+
+
+def _describe(model, prefix, tensors):
+    """The JSON description of ``model``; its arrays go into ``tensors`` under ``prefix``."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils.validation import check_is_fitted
+
+    if isinstance(model, Pipeline):
+        steps = [[name, None if step in (None, "passthrough") else
+                  _describe(step, f"{prefix}{index}.", tensors)]
+                 for index, (name, step) in enumerate(model.steps)]
+        return {"class": "Pipeline", "steps": steps}
+    if type(model).__name__ in SKTRANSFER_CLASSES and hasattr(model, "_get_safe_state"):
+        check_is_fitted(model)
+        description, own = model._get_safe_state()
+        tensors.update({prefix + name: tensor for name, tensor in own.items()})
+        if hasattr(model, "n_features_in_"):
+            description["n_features_in_"] = int(model.n_features_in_)
+        return {"class": type(model).__name__, "params": _json_params(model), **description}
+    name = _public_name(type(model))
+    if name not in SAFE_SKLEARN_CLASSES:
+        raise TypeError(
+            f"save cannot store a {type(model).__name__} safely: it stores sktransfer's "
+            f"estimators, Pipelines and {', '.join(sorted(n.rsplit('.', 1)[1] for n in SAFE_SKLEARN_CLASSES))}. "
+            "Use joblib.dump for other models, and load such files from trusted sources only."
+        )
+    check_is_fitted(model)
+    own = {}  # tensor names relative to the estimator, as _rebuild sees them
+    fitted = {key: _encode(value, key, own, key)
+              for key, value in vars(model).items() if key not in model.get_params()}
+    tensors.update({prefix + name: tensor for name, tensor in own.items()})
+    return {"class": name, "params": _json_params(model), "fitted": fitted}
+
+
+def _rebuild(description, tensors, path):
+    from sklearn.pipeline import Pipeline
+
+    kind = description.get("class")
+    if kind == "Pipeline":
+        return Pipeline([
+            (name, "passthrough" if node is None else
+             _rebuild(node, _under(tensors, f"{index}."), path))
+            for index, (name, node) in enumerate(description["steps"])])
+    if kind in SKTRANSFER_CLASSES:
+        import sktransfer
+
+        model = getattr(sktransfer, kind)(**_params_from_json(description["params"]))
+        if "n_features_in_" in description:
+            model.n_features_in_ = description["n_features_in_"]
+        model._set_safe_state(description, tensors)
         return model
-    model.classes_ = np.asarray(description["classes"], dtype=np.dtype(description["classes_dtype"]))
-    model._restore(backbone, preprocessing, tensors, history=description["history"],
-                   best_epoch=description["best_epoch_"])
-    return model
+    if kind in SAFE_SKLEARN_CLASSES:
+        import importlib
+
+        module, name = kind.rsplit(".", 1)
+        model = getattr(importlib.import_module(module), name)(
+            **_params_from_json(description["params"]))
+        for key, value in description["fitted"].items():
+            setattr(model, key, _decode(value, tensors))
+        return model
+    raise ValueError(f"'{path}' holds an unknown estimator {kind!r}; it was not written by "
+                     "this version of sktransfer.save.")
+
+
+def _under(tensors, prefix):
+    return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+
+
+def _public_name(cls):
+    """``sklearn.linear_model.LogisticRegression`` for the class in ``..._logistic``."""
+    parts = cls.__module__.split(".")
+    public = ".".join(part for part in parts if not part.startswith("_"))
+    return f"{public}.{cls.__qualname__}"
+
+
+def _encode(value, key, tensors, attribute):
+    """Plain JSON, or a reference to a tensor for numeric arrays; refuse anything else."""
+    import torch
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return {"scalar": value.dtype.str, "value": value.item()}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        tensors[key] = torch.from_numpy(value.copy())  # own memory: safetensors refuses views
+        return {"tensor": key}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "USO" and all(
+            isinstance(item, (str, int, float)) for item in value.ravel().tolist()):
+        return {"array": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(item, f"{key}.{i}", tensors, attribute) for i, item in enumerate(value)]
+        return {"tuple": items} if isinstance(value, tuple) else items
+    raise TypeError(
+        f"The fitted attribute {attribute} ({type(value).__name__}) cannot be stored in a "
+        "safe file. Use joblib.dump for this model, and load it from trusted sources only."
+    )
+
+
+def _decode(value, tensors):
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "tensor" in value:
+        return tensors[value["tensor"]].numpy()
+    if "scalar" in value:
+        return np.dtype(value["scalar"]).type(value["value"])
+    if "array" in value:
+        return np.asarray(value["array"], dtype=np.dtype(value["dtype"]))
+    if "tuple" in value:
+        return tuple(_decode(item, tensors) for item in value["tuple"])
+    raise ValueError(f"Unknown entry {sorted(value)} in a model file.")
 
 
 def _json_params(model):
@@ -161,7 +250,7 @@ def _json_params(model):
         elif isinstance(value, os.PathLike):
             params[name] = os.fspath(value)
         elif not isinstance(value, (str, int, float, bool, type(None), list, tuple)):
-            raise ValueError(
+            raise TypeError(
                 f"{name} (a {type(value).__name__}) cannot be stored in a safe model file, "
                 "which holds names and numbers only. Use a named backbone and string "
                 "options, or joblib.dump for trusted use."

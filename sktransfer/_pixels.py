@@ -112,6 +112,14 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
+    def _get_safe_state(self):
+        """(JSON description, tensors) of the fitted state, for sktransfer.save."""
+        return {"preprocessing": self.preprocessing_.to_json()}, {}
+
+    def _set_safe_state(self, description, tensors):
+        """Rebuild the fitted state from what :meth:`_get_safe_state` gave (sktransfer.load)."""
+        self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]

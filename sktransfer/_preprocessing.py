@@ -5,7 +5,7 @@ own description (timm's ``pretrained_cfg``, torchvision's ``weights.transforms()
 this module only applies it, on whole batches in torch.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from numbers import Integral
 
 import torch
@@ -35,6 +35,15 @@ class Preprocessing:
     std: tuple | None = None
     interpolation: str = "bilinear"
     channels: int = 3
+
+    def to_json(self):
+        """The fields as plain JSON values."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, fields):
+        """The inverse of :meth:`to_json`."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def with_size(self, image_size):
         """Return a copy whose ``input_size`` is ``image_size`` (None keeps it)."""

@@ -1,12 +1,14 @@
 """Image data sets: a folder of class sub-folders, and the built-in digits (offline)."""
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["list_images", "load_data", "load_digits_images", "load_image_folder"]
+__all__ = ["check_image_files", "list_images", "load_data", "load_digits_images",
+           "load_image_folder"]
 
 
 def _image_extensions():
@@ -14,7 +16,7 @@ def _image_extensions():
     return {extension.lower() for extension in Image.registered_extensions()}
 
 
-def load_image_folder(path, *, check_files=True):
+def load_image_folder(path, *, check_files=True, on_error="raise"):
     """Image paths and labels from a folder of class sub-folders.
 
     The layout torchvision's ``ImageFolder`` uses: ``path/<class>/<image>``. Files
@@ -25,8 +27,12 @@ def load_image_folder(path, *, check_files=True):
     path : str or PathLike
         The folder holding one sub-folder per class.
     check_files : bool, default=True
-        Open each image's header now, so an unreadable file is named at once rather
-        than halfway through training.
+        Decode every image now (in parallel; JPEGs at reduced scale), so that an
+        unreadable or truncated file is found before any work, not halfway through
+        training.
+    on_error : {"raise", "skip"}, default="raise"
+        What to do with unreadable files found by ``check_files``: raise one error
+        that lists them all, or leave them out with a warning that lists them all.
 
     Returns
     -------
@@ -40,6 +46,25 @@ def load_image_folder(path, *, check_files=True):
     >>> from sktransfer.datasets import load_image_folder
     >>> X, y = load_image_folder("photos")  # doctest: +SKIP
     """
+    X, y = _class_folders(_existing_folder(path))
+    if not X:
+        raise ValueError(
+            f"No images found in '{path}'. Expected one sub-folder per class holding "
+            "image files (path/<class>/<image>.jpg)."
+        )
+    if check_files:
+        keep = check_image_files(X, on_error=on_error)
+        X, y = [X[i] for i in keep], [y[i] for i in keep]
+    found = sorted(set(y))
+    if len(found) < 2:
+        raise ValueError(
+            f"'{path}' holds images of only 1 class ({found[0]!r}); a classification "
+            "study needs at least 2 class sub-folders."
+        )
+    return np.asarray(X), np.asarray(y)
+
+
+def _existing_folder(path):
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"Image folder not found: '{root}'.")
@@ -48,42 +73,79 @@ def load_image_folder(path, *, check_files=True):
             f"'{root}' is a file, not a folder. Give a folder with one sub-folder of "
             "images per class (path/<class>/<image>), or an .npz file with arrays X and y."
         )
+    return root
+
+
+def _image_files(folder, recursive=True):
     extensions = _image_extensions()
+    files = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    return [str(f) for f in files if f.is_file() and f.suffix.lower() in extensions
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
+def _class_folders(root):
     X, y = [], []
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for folder in classes:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and file.suffix.lower() in extensions and not file.name.startswith("."):
-                X.append(str(file))
-                y.append(folder.name)
-    if not X:
-        raise ValueError(
-            f"No images found in '{root}'. Expected one sub-folder per class holding "
-            "image files (path/<class>/<image>.jpg)."
-        )
-    found = sorted(set(y))
-    if len(found) < 2:
-        raise ValueError(
-            f"'{root}' holds images of only 1 class ({found[0]!r}); a classification "
-            "study needs at least 2 class sub-folders."
-        )
-    if check_files:
-        _check_readable(X)
-    return np.asarray(X), np.asarray(y)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = _image_files(folder)
+        X += files
+        y += [folder.name] * len(files)
+    return X, y
 
 
-def _check_readable(paths):
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018 - the header is parsed on open
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            bad.append(f"'{path}' ({type(error).__name__})")
+def check_image_files(paths, *, on_error="raise"):
+    """Decode every image file once, and deal with the unreadable ones.
+
+    Decoding runs in threads (PIL releases the GIL); JPEGs are decoded at 1/8 scale,
+    which still reads every byte of the file, so truncated files are caught cheaply.
+
+    Parameters
+    ----------
+    paths : list of str
+    on_error : {"raise", "skip"}, default="raise"
+        "raise": one ValueError listing every unreadable file. "skip": a warning
+        listing them, and they are left out.
+
+    Returns
+    -------
+    list of int
+        Indices of the readable files.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={on_error!r} is not one of 'raise', 'skip'.")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sktransfer-check") as pool:
+        problems = list(tqdm(pool.map(_decode_problem, paths), total=len(paths),
+                             desc="checking images", unit="file",
+                             disable=None if len(paths) >= 500 else True))
+    bad = [f"'{path}' ({problem})" for path, problem in zip(paths, problems) if problem]
     if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"{len(bad)} file(s) are not readable images: {shown}. "
-                         "Replace or remove them.")
+        listing = "; ".join(bad)
+        if on_error == "raise":
+            raise ValueError(
+                f"{len(bad)} of {len(paths)} file(s) are not readable images: {listing}. "
+                "Replace or remove them, or skip them (on_error='skip'; at the command "
+                "line, --on-error skip)."
+            )
+        warnings.warn(f"Skipping {len(bad)} of {len(paths)} file(s) that are not readable "
+                      f"images: {listing}.", UserWarning, stacklevel=3)
+    return [i for i, problem in enumerate(problems) if not problem]
+
+
+def _decode_problem(path):
+    """None if the image decodes, else a short reason."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return reason if len(reason) < 120 else reason[:117] + "..."
+    return None
 
 
 def load_digits_images():
@@ -100,42 +162,78 @@ def load_digits_images():
     return (digits.images / 16.0).astype(np.float32), digits.target
 
 
-def load_data(data=None):
-    """Images and labels from a folder, an ``.npz`` file with ``X`` and ``y``, or the digits.
+def load_data(data=None, *, labels="required", on_error="raise"):
+    """Images and labels from a folder, an ``.npz`` file, an image file, or the digits.
 
     Parameters
     ----------
     data : str, PathLike or None
-        ``None`` loads the built-in digits.
+        ``None`` loads the built-in digits. A folder of class sub-folders
+        (``path/<class>/<image>``), an ``.npz`` with arrays ``X`` (and ``y``), or, with
+        ``labels="optional"``, also a folder of images without class sub-folders
+        (searched recursively) or a single image file.
+    labels : {"required", "optional"}, default="required"
+        "required" (training, comparing) needs labels of at least 2 classes;
+        "optional" (feature extraction) returns ``y=None`` where there are none.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable image files: one error listing them all, or leave them out with a
+        warning (see :func:`check_image_files`).
 
     Returns
     -------
-    X, y
+    X : images
+    y : ndarray or None
     """
+    if labels not in ("required", "optional"):
+        raise ValueError(f"labels={labels!r} is not one of 'required', 'optional'.")
     if data is None:
         return load_digits_images()
     path = Path(data)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise FileNotFoundError(f"Data file not found: '{path}'.")
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = {"X", "y"} - set(arrays.files)
-            if missing:
-                raise ValueError(
-                    f"'{path}' lacks the array(s) {sorted(missing)}; an .npz data file "
-                    f"holds images X and labels y (found {arrays.files})."
-                )
-            return arrays["X"], arrays["y"]
-    return load_image_folder(os.fspath(path))
+        return _load_npz(path, labels)
+    if labels == "required":
+        return load_image_folder(os.fspath(path), on_error=on_error)
+    if path.is_file():
+        X = [os.fspath(path)]
+        y = None
+    else:
+        X, y = _class_folders(_existing_folder(path))
+        if not X or len(_image_files(path, recursive=False)) > 0:  # loose images: unlabelled
+            X, y = _image_files(path), None
+    if not X:
+        raise ValueError(f"No image files found in '{path}'.")
+    keep = check_image_files(X, on_error=on_error)
+    X = np.asarray([X[i] for i in keep])
+    return X, None if y is None else np.asarray([y[i] for i in keep])
 
 
-def list_images(data):
+def _load_npz(path, labels):
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file not found: '{path}'.")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"'{path}' is not a readable .npz file ({error}).") from None
+    with arrays:
+        needed = {"X", "y"} if labels == "required" else {"X"}
+        missing = needed - set(arrays.files)
+        if missing:
+            raise ValueError(
+                f"'{path}' lacks the array(s) {sorted(missing)}; an .npz data file "
+                f"holds images X and labels y (found {arrays.files})."
+            )
+        return arrays["X"], arrays["y"] if "y" in arrays.files else None
+
+
+def list_images(data, *, on_error="raise"):
     """Unlabelled images to predict on, with a name for each.
 
     Parameters
     ----------
     data : str or PathLike
         An image file, a folder (searched recursively), or an ``.npz`` with array ``X``.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable image files: see :func:`check_image_files`.
 
     Returns
     -------
@@ -143,20 +241,9 @@ def list_images(data):
     names : list of str
         The paths, or ``"0"``, ``"1"``, ... for the rows of an ``.npz``.
     """
-    path = Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"Not found: '{path}'.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            if "X" not in arrays.files:
-                raise ValueError(f"'{path}' has no array X (found {arrays.files}).")
-            X = arrays["X"]
-        return X, [str(i) for i in range(len(X))]
-    if path.is_file():
-        return [str(path)], [str(path)]
-    extensions = _image_extensions()
-    files = [str(f) for f in sorted(path.rglob("*"))
-             if f.is_file() and f.suffix.lower() in extensions and not f.name.startswith(".")]
-    if not files:
-        raise ValueError(f"No image files found in '{path}'.")
-    return files, files
+    if data is None:
+        raise ValueError("list_images needs a file or folder of images, got None.")
+    X, _ = load_data(data, labels="optional", on_error=on_error)
+    if X.dtype.kind in "US" and X.ndim == 1:
+        return X.tolist(), X.tolist()
+    return X, [str(i) for i in range(len(X))]

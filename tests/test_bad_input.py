@@ -182,3 +182,15 @@ def test_use_before_fit(make_estimator):
 
 def test_the_table_is_large():
     assert 2 * len(DATA) + len(LABELS) + len(PARAMETERS) >= 30
+
+
+@pytest.mark.parametrize("make_estimator", [extractor, classifier], ids=["extractor", "classifier"])
+def test_memory_that_is_a_file_is_refused_before_any_work(tmp_path, make_estimator):
+    a_file = tmp_path / "cache.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file; the cache needs a folder") as info:
+        _fit(make_estimator(memory=str(a_file)), good_images())
+    _assert_clear(info, "")
+    with pytest.raises(ValueError, match="Cannot create the cache folder") as info:
+        _fit(make_estimator(memory=str(a_file / "inside")), good_images())
+    _assert_clear(info, "")

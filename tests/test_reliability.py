@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 import sktransfer
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _finetune
@@ -49,15 +55,39 @@ def test_extractor_round_trips_through_a_safe_file(rgb_images, tmp_path, monkeyp
     assert list(loaded.get_feature_names_out()) == list(model.get_feature_names_out())
 
 
+@pytest.mark.parametrize("head", [
+    lambda: LogisticRegression(max_iter=500),
+    lambda: SVC(probability=True, random_state=0),
+    lambda: make_pipeline(PCA(5, random_state=0), SVC()),
+], ids=["logistic regression", "SVC", "PCA + SVC"])
+def test_a_fitted_pipeline_round_trips_through_a_safe_file(stripes, tmp_path, monkeypatch, head):
+    X, y = stripes
+    features = CNNFeatureExtractor("resnet18", weights=None, image_size=16, device="cpu")
+    model = make_pipeline(features, StandardScaler(), head()).fit(X, y)
+    path = tmp_path / "pipeline.safetensors"
+    sktransfer.save(model, path)
+    refuse_unpickling(monkeypatch)
+    loaded = sktransfer.load(path)
+    assert [name for name, _ in loaded.steps] == [name for name, _ in model.steps]
+    assert loaded.predict(X).tolist() == model.predict(X).tolist()
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-6)
+    np.testing.assert_array_equal(loaded[:-1].transform(X), model[:-1].transform(X))
+
+
 def test_save_refuses_what_it_cannot_store_safely(stripes, tmp_path):
     X, y = stripes
     with pytest.raises(NotFittedError):
         sktransfer.save(FineTuneClassifier(), tmp_path / "m.safetensors")
     module_backbone = FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=1, device="cpu").fit(X, y)
-    with pytest.raises(ValueError, match=r"backbone \(a Sequential\).*joblib"):
+    with pytest.raises(TypeError, match=r"backbone \(a Sequential\).*joblib"):
         sktransfer.save(module_backbone, tmp_path / "m.safetensors")
-    with pytest.raises(TypeError, match="CNNFeatureExtractor or FineTuneClassifier"):
-        sktransfer.save(object(), tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="cannot store a KNeighborsClassifier safely.*joblib"):
+        sktransfer.save(KNeighborsClassifier().fit([[0], [1]], [0, 1]), tmp_path / "m.safetensors")
+    unfitted = make_pipeline(StandardScaler(), LogisticRegression())
+    with pytest.raises(NotFittedError):
+        sktransfer.save(unfitted, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_load_refuses_foreign_files(tmp_path):
