@@ -1,30 +1,41 @@
-"""Transfer learning with pretrained CNNs as scikit-learn estimators."""
+"""Transfer learning with pretrained CNNs as scikit-learn estimators.
 
-from . import datasets
-from ._backbones import BlockInfo, backbone_blocks, list_backbones
-from ._compare import compare
-from ._features import CNNFeatureExtractor
-from ._finetune import FineTuneClassifier
-from ._images import read_images
-from ._pixels import PixelFeatures
-from ._persistence import load, save
-from ._report import write_report
-from ._weights import WeightsUnavailableError
+The public names are imported when first used (PEP 562), so that the command line's
+``--help`` and tools that only need one name do not wait for torch to import.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BlockInfo",
-    "CNNFeatureExtractor",
-    "FineTuneClassifier",
-    "PixelFeatures",
-    "WeightsUnavailableError",
-    "backbone_blocks",
-    "compare",
-    "datasets",
-    "list_backbones",
-    "load",
-    "read_images",
-    "save",
-    "write_report",
-]
+_PUBLIC = {
+    "BlockInfo": "_backbones",
+    "CNNFeatureExtractor": "_features",
+    "FineTuneClassifier": "_finetune",
+    "PixelFeatures": "_pixels",
+    "WeightsUnavailableError": "_weights",
+    "backbone_blocks": "_backbones",
+    "compare": "_compare",
+    "datasets": None,
+    "list_backbones": "_backbones",
+    "load": "_persistence",
+    "read_images": "_images",
+    "save": "_persistence",
+    "write_report": "_report",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'sktransfer' has no attribute {name!r}")
+    module = _PUBLIC[name]
+    value = (importlib.import_module(f".{name}", __name__) if module is None
+             else getattr(importlib.import_module(f".{module}", __name__), name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,6 +1,8 @@
 """Fine-tuning a pretrained CNN as a scikit-learn classifier, trained by skorch."""
 
 import os
+import re
+import sys
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, PrintLog
 from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
@@ -94,6 +96,16 @@ class TransferNeuralNet(NeuralNet):
             x = x.to(self.device, memory_format=torch.channels_last)
         with autocast(torch.device(self.device), self.precision):
             return super().infer(x, **fit_params).float()
+
+
+class EpochTable(PrintLog):
+    """skorch's table of epochs, with colour codes only when printed to a terminal."""
+
+    def format_row(self, row, key, color):
+        text = super().format_row(row, key, color)
+        if isinstance(text, str) and not sys.stdout.isatty():
+            return re.sub(r"\x1b\[[0-9;]*m", "", text)
+        return text
 
 
 def light_augmentation(input_size):
@@ -698,6 +710,7 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
             iterator_train__drop_last=n_train % self.batch_size == 1 and n_train > 1,
             train_split=None,
             callbacks=callbacks,
+            callbacks__print_log=EpochTable(),
             verbose=self.verbose,
             device=str(device),
         )

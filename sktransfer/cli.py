@@ -1,15 +1,20 @@
-"""The ``sktransfer`` command: compare, extract, finetune, predict, backbones."""
+"""The ``sktransfer`` command: compare, extract, finetune, predict, backbones.
+
+Imports of torch and the estimators wait until a command runs, so that ``--help``
+answers at once.
+"""
 
 import argparse
-import csv
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 DATA_HELP = ("a folder with one sub-folder of images per class, or an .npz file with arrays "
              "X and y; default: scikit-learn's built-in digits")
+ON_ERROR_HELP = ("what to do with image files that cannot be read: 'raise' lists them all "
+                 "and stops before any work; 'skip' leaves them out with a warning "
+                 "(default: %(default)s)")
 
 
 def main(argv=None):
@@ -40,71 +45,166 @@ def _parser():
         "compare", help="transfer learning against classical baselines, as a report with plots",
         description="Evaluate raw-pixel baselines, frozen CNN features, fine-tuning at several "
                     "freeze depths, and training from scratch on the same stratified splits; "
-                    "write results.csv, plots and report.md to --out.")
+                    "write results.csv, plots and report.md to the output folder.")
     compare.add_argument("data", nargs="?", help=DATA_HELP)
-    compare.add_argument("--out", default="sktransfer-report", help="output folder (default: %(default)s)")
+    compare.add_argument("-o", "--output", "--out", default="sktransfer-report",
+                         help="output folder, created if missing (default: %(default)s)")
     compare.add_argument("--quick", action="store_true",
-                         help="small images, few epochs, depths and folds: minutes on a CPU")
-    _network_options(compare)
+                         help="a preset of small images (48 px), 5 epochs, 3 depths and 3 "
+                              "folds: minutes on a CPU; other options override it")
+    _network_options(compare, precision=False)
     compare.add_argument("--freeze", type=_freeze_list,
-                         help="comma-separated freeze depths, such as all,6,0")
-    compare.add_argument("--max-epochs", type=int)
+                         help="comma-separated freeze depths, such as all,6,0 "
+                              "(default: all and fractions of the depth down to 0)")
+    compare.add_argument("--max-epochs", type=_positive_int,
+                         help="most epochs of each fine-tuning (default: 20; --quick: 5)")
     compare.add_argument("--labels-per-class", type=_labels_list,
                          help="comma-separated, such as 5,20,all: adds a learning curve")
-    compare.add_argument("--folds", type=int, dest="n_splits", help="number of stratified folds")
-    compare.add_argument("--seed", type=int)
+    compare.add_argument("--n-splits", "--folds", type=_positive_int, dest="n_splits",
+                         help="number of stratified cross-validation folds (default: 5; "
+                              "--quick: 3)")
+    compare.add_argument("--random-state", "--seed", type=int, dest="random_state",
+                         help="seed of the folds and of training (default: 0)")
+    compare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                         help=ON_ERROR_HELP)
     compare.set_defaults(run=_compare)
 
-    extract = commands.add_parser("extract", help="CNN features of images, to an .npz file")
-    extract.add_argument("data", nargs="?", help=DATA_HELP)
-    extract.add_argument("-o", "--output", default="features.npz")
+    extract = commands.add_parser(
+        "extract", help="CNN features of images, to an .npz file",
+        description="Features of every image from one block of a pretrained network. "
+                    "Labels are not needed: DATA may also be a flat folder (searched "
+                    "recursively), one image file, or an .npz with X only.")
+    extract.add_argument("data", nargs="?", help=DATA_HELP + "; or any folder or image file")
+    extract.add_argument("-o", "--output", default="features.npz",
+                         help="the .npz written: features, feature_names, and y and paths "
+                              "where known (default: %(default)s)")
     _network_options(extract)
-    extract.add_argument("--layer", type=_layer, default=-1, help="block index or name (default: -1)")
-    extract.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax"])
-    extract.add_argument("--weights", default="imagenet")
+    extract.add_argument("--batch-size", type=_positive_int,
+                         help="images per forward pass (default: auto, measured fastest)")
+    extract.add_argument("--layer", type=_layer, default=-1,
+                         help="block index (negative from the top) or name; "
+                              "'sktransfer backbones NAME' lists them (default: %(default)s)")
+    extract.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax"],
+                         help="global pooling of the block's map (default: %(default)s)")
+    extract.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                         help=ON_ERROR_HELP)
     extract.set_defaults(run=_extract)
 
-    finetune = commands.add_parser("finetune", help="fine-tune a network, save it with joblib")
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a network; save it as a safe model file",
+        description="Fine-tune a pretrained network on labelled images and save it with "
+                    "sktransfer.save: a .safetensors file that loads without running code.")
     finetune.add_argument("data", nargs="?", help=DATA_HELP)
-    finetune.add_argument("-o", "--output", default="model.joblib")
+    finetune.add_argument("-o", "--output", default="model.safetensors",
+                          help="model file written (default: %(default)s)")
     _network_options(finetune)
-    finetune.add_argument("--freeze", type=_freeze, default=0)
-    finetune.add_argument("--max-epochs", type=int, default=20)
-    finetune.add_argument("--lr", type=float, default=1e-3)
-    finetune.add_argument("--weights", default="imagenet")
-    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--freeze", type=_freeze, default=0,
+                          help="bottom blocks kept frozen: 0 fine-tunes all, 'all' trains "
+                               "only the new head, -k leaves the top k trainable "
+                               "(default: %(default)s)")
+    finetune.add_argument("--max-epochs", type=_positive_int, default=20,
+                          help="most epochs; early stopping may end sooner "
+                               "(default: %(default)s)")
+    finetune.add_argument("--lr", type=_positive_float, default=1e-3,
+                          help="learning rate of the head (default: %(default)s)")
+    finetune.add_argument("--batch-size", type=_positive_int, default=32,
+                          help="images per training step (default: %(default)s)")
+    finetune.add_argument("--augment", choices=["light"],
+                          help="training-time augmentation: 'light' is a random resized "
+                               "crop and horizontal flip (default: none)")
+    finetune.add_argument("--class-weight", choices=["balanced"],
+                          help="weight classes inversely to their frequency (default: equal)")
+    finetune.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
+                          help="seed of the validation split and of training "
+                               "(default: %(default)s)")
+    finetune.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                          help=ON_ERROR_HELP)
     finetune.set_defaults(run=_finetune)
 
     predict = commands.add_parser(
         "predict", help="predict with a saved model; writes a CSV of path, label, probability")
-    predict.add_argument("model", help="a file written by 'sktransfer finetune' (trusted source only)")
-    predict.add_argument("data", help="an image, a folder of images (searched recursively) or an .npz")
-    predict.add_argument("-o", "--output", help="CSV file (default: standard output)")
+    predict.add_argument("model", help="a model file written by 'sktransfer finetune' or "
+                                       "sktransfer.save (a fitted Pipeline too)")
+    predict.add_argument("data", help="an image, a folder of images (searched recursively) "
+                                      "or an .npz with X")
+    predict.add_argument("-o", "--output", help="CSV file written (default: standard output)")
+    predict.add_argument("--trust-pickle", action="store_true",
+                         help="also read pickle/joblib model files. Loading a pickle runs "
+                              "code stored in it: only for files from a source you trust")
+    predict.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                         help=ON_ERROR_HELP)
     predict.set_defaults(run=_predict)
 
-    backbones = commands.add_parser("backbones", help="list backbones, or the blocks of one")
+    backbones = commands.add_parser(
+        "backbones", help="list backbones, or the blocks of one",
+        description="List the backbone names, or a backbone's blocks (index, name, output "
+                    "channels, stride) to choose --layer or --freeze from.")
     backbones.add_argument("name", nargs="?", help="show this backbone's blocks")
-    backbones.add_argument("--image-size", type=int)
+    backbones.add_argument("--image-size", type=_positive_int,
+                           help="input size for the strides shown (default: the weights' own)")
     backbones.set_defaults(run=_backbones)
     return parser
 
 
-def _network_options(parser):
-    parser.add_argument("--backbone", help="network name (default: efficientnet_lite0)")
-    parser.add_argument("--image-size", type=int, help="resize images to this size")
+def _network_options(parser, *, precision=True):
+    parser.add_argument("--backbone",
+                        help="network: efficientnet_lite0 (embedded weights, the default), a "
+                             "torchvision model name, or timm/<name>")
+    parser.add_argument("--weights",
+                        help="'imagenet' (default), 'none' for random initialization, or a "
+                             "local .pth/.safetensors file")
+    parser.add_argument("--image-size", type=_positive_int,
+                        help="resize images to this size (default: the weights' own, 224 "
+                             "for most)")
     parser.add_argument("--device", help="auto, cpu, cuda or mps (default: auto)")
+    if precision:
+        parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                            help="fp32 (default); bf16 where the CPU or GPU runs it natively "
+                                 "(falls back to fp32 with a warning elsewhere); fp16 on CUDA")
 
 
 def _freeze(text):
-    return "all" if text == "all" else int(text)
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid freeze {text!r}: use a number of bottom blocks (0 fine-tunes all, "
+            "-k leaves the top k trainable) or 'all' (train only the head)") from None
 
 
 def _freeze_list(text):
-    return tuple(_freeze(part) for part in text.split(","))
+    return tuple(_freeze(part.strip()) for part in text.split(","))
 
 
 def _labels_list(text):
-    return tuple("all" if part == "all" else int(part) for part in text.split(","))
+    try:
+        return tuple("all" if part == "all" else _positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"invalid labels per class {text!r}: use positive numbers or 'all', "
+            "comma-separated, such as 5,20,all") from None
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: use a positive whole number")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: use a positive number")
+    return value
 
 
 def _layer(text):
@@ -115,20 +215,57 @@ def _layer(text):
 
 
 def _network_params(args):
-    return {key: value for key, value in (
-        ("backbone", args.backbone), ("image_size", args.image_size), ("device", args.device),
-    ) if value is not None}
+    weights = args.weights
+    if weights is not None and weights.lower() == "none":
+        weights = None
+    elif weights is None:
+        weights = "imagenet"
+    params = {"weights": weights}
+    for key in ("backbone", "image_size", "device", "precision"):
+        if getattr(args, key, None) is not None:
+            params[key] = getattr(args, key)
+    return params
+
+
+def _writable_file(path):
+    """Check that ``path`` can be written, before any work: a result is never lost."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"The output '{path}' is a folder; give a file name.")
+    _writable_folder(path.parent if str(path.parent) else Path("."))
+    return path
+
+
+def _writable_folder(folder):
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"The output folder '{folder}' is a file; give a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Cannot create the output folder '{folder}' "
+                         f"({error.strerror}); choose another path with -o.") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"The output folder '{folder}' is not writable; choose another "
+                         "path with -o.")
+    return folder
 
 
 def _compare(args):
+    import numpy as np
+
     from ._compare import compare, study_settings
     from ._report import format_table, write_report
     from .datasets import load_data
 
-    X, y = load_data(args.data)
+    out = _writable_folder(args.output)
+    X, y = load_data(args.data, on_error=args.on_error)
     overrides = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
                      labels_per_class=args.labels_per_class, n_splits=args.n_splits,
-                     seed=args.seed)
+                     random_state=args.random_state)
+    if overrides.pop("weights") != "imagenet":
+        raise ValueError("compare runs pretrained and from-scratch rows itself; --weights "
+                         "applies to extract and finetune only.")
     plan = study_settings(args.quick, **overrides)
     source = args.data or "scikit-learn's built-in digits"
     description = (
@@ -136,70 +273,120 @@ def _compare(args):
         f"{plan.n_splits}-fold stratified cross-validation; backbone {plan.backbone} "
         f"(image size {plan.image_size or 'from its weights'}), fine-tuning for at most "
         f"{plan.max_epochs} epochs with early stopping; "
-        f"{'quick' if args.quick else 'full'} preset, seed {plan.seed}.")
+        f"{'quick' if args.quick else 'full'} preset, random_state {plan.random_state}.")
     print(description, file=sys.stderr)
     start = time.perf_counter()
     results = compare(X, y, quick=args.quick, **overrides)
-    files = write_report(results, args.out, description=description)
+    files = write_report(results, out, description=description)
     print(format_table(results))
     print(f"\n{time.perf_counter() - start:.0f} s; wrote " +
           ", ".join(str(path) for path in files.values()))
 
 
 def _extract(args):
+    import numpy as np
+
     from ._features import CNNFeatureExtractor
     from .datasets import load_data
 
-    X, y = load_data(args.data)
-    extractor = CNNFeatureExtractor(**_network_params(args), weights=args.weights,
-                                    layer=args.layer, pooling=args.pooling, progress=True)
+    output = _writable_file(args.output)
+    X, y = load_data(args.data, labels="optional", on_error=args.on_error)
+    extractor = CNNFeatureExtractor(**_network_params(args), layer=args.layer,
+                                    pooling=args.pooling, batch_size=args.batch_size or "auto",
+                                    progress=True)
     features = extractor.fit_transform(X)
-    arrays = {"features": features, "y": y,
-              "feature_names": extractor.get_feature_names_out().astype(str)}
-    if X.dtype.kind in "US":
+    arrays = {"features": features, "feature_names": extractor.get_feature_names_out().astype(str)}
+    if y is not None:
+        arrays["y"] = y
+    if isinstance(X, np.ndarray) and X.dtype.kind in "US":
         arrays["paths"] = X
-    np.savez_compressed(args.output, **arrays)
-    print(f"{features.shape[0]} x {features.shape[1]} features written to {args.output}")
+    np.savez_compressed(output, **arrays)
+    print(f"{features.shape[0]} x {features.shape[1]} features written to {output}")
 
 
 def _finetune(args):
-    import joblib
-
     from ._finetune import FineTuneClassifier
+    from ._persistence import save
     from .datasets import load_data
 
-    X, y = load_data(args.data)
-    model = FineTuneClassifier(**_network_params(args), weights=args.weights, freeze=args.freeze,
-                               max_epochs=args.max_epochs, lr=args.lr, random_state=args.seed,
-                               verbose=1)
+    output = _writable_file(args.output)
+    X, y = load_data(args.data, on_error=args.on_error)
+    model = FineTuneClassifier(**_network_params(args), freeze=args.freeze,
+                               max_epochs=args.max_epochs, lr=args.lr,
+                               batch_size=args.batch_size, augment=args.augment,
+                               class_weight=args.class_weight,
+                               random_state=args.random_state, verbose=1)
     model.fit(X, y)
-    joblib.dump(model, args.output)
-    print(f"best epoch {model.best_epoch_} of {len(model.history_)}; model written to {args.output}")
+    save(model, output)
+    print(f"best epoch {model.best_epoch_} of {len(model.history_)}; model written to "
+          f"{output} (load it with sktransfer.load or 'sktransfer predict')")
 
 
 def _predict(args):
-    import joblib
+    import csv
 
     from .datasets import list_images
 
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"Model file not found: '{model_path}'.")
-    model = joblib.load(model_path)
-    if not hasattr(model, "predict_proba"):
-        raise ValueError(f"'{model_path}' does not hold a classifier with predict_proba.")
-    X, names = list_images(args.data)
-    proba = model.predict_proba(X)
-    labels = model.classes_[proba.argmax(1)]
-    output = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
-        writer = csv.writer(output)
+    model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
+    if not hasattr(model, "predict"):
+        raise ValueError(f"'{args.model}' does not hold a model with predict.")
+    output = _writable_file(args.output) if args.output else None
+    X, names = list_images(args.data, on_error=args.on_error)
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+        labels, confidence = model.classes_[proba.argmax(1)], [f"{p:.4f}" for p in proba.max(1)]
+    else:
+        labels, confidence = model.predict(X), [""] * len(names)
+    with (open(output, "w", newline="") if output else _stdout()) as stream:
+        writer = csv.writer(stream)
         writer.writerow(["path", "label", "probability"])
-        for name, label, p in zip(names, labels, proba.max(1)):
-            writer.writerow([name, label, f"{p:.4f}"])
-    finally:
-        if args.output:
-            output.close()
+        writer.writerows(zip(names, labels, confidence))
+
+
+class _stdout:
+    def __enter__(self):
+        return sys.stdout
+
+    def __exit__(self, *exc):
+        return False
+
+
+#: How files other than sktransfer's safe format begin: pickles and joblib's compressors.
+PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
+
+
+def _load_model(path, *, trust_pickle):
+    """A model from sktransfer's safe format; from a pickle only with ``trust_pickle``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: '{path}'.")
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if _is_safetensors(head, path.stat().st_size):
+        from ._persistence import load
+
+        return load(path)
+    if head.startswith(PICKLE_MAGIC):
+        if not trust_pickle:
+            raise ValueError(
+                f"'{path}' is a pickle (joblib) file, not sktransfer's safe format. Loading "
+                "a pickle runs code stored in the file, so a file from someone else can "
+                "take over this machine; nothing was loaded. If you trust its source, "
+                "pass --trust-pickle; better, save models with sktransfer.save (or "
+                "'sktransfer finetune'), whose files load without running code.")
+        import joblib
+
+        return joblib.load(path)
+    raise ValueError(
+        f"'{path}' is not a model file: neither sktransfer's safe format (written by "
+        "sktransfer.save or 'sktransfer finetune') nor a pickle.")
+
+
+def _is_safetensors(head, size):
+    """A little-endian header length that fits the file, then the JSON header's '{'."""
+    if len(head) < 9:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 0 < header_length <= size - 8 and head[8:9] == b"{"
 
 
 def _backbones(args):
