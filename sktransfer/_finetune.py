@@ -1,8 +1,6 @@
 """Fine-tuning a pretrained CNN as a scikit-learn classifier, trained by skorch."""
 
 import os
-import re
-import sys
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -16,8 +14,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
-from skorch import NeuralNet
-from skorch.callbacks import Callback, PrintLog
 from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
@@ -33,89 +29,12 @@ from ._features import (
 )
 from ._images import check_images
 from ._preprocessing import Preprocessing
-from ._persistence import read_tensors, write_tensors
+from ._io import read_tensors
+from ._training import CHECKPOINT_FILE, TrainingSet, light_augmentation, training_net
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 
 #: Largest cached training input (frozen-block outputs or preprocessed images) kept in memory.
 MAX_CACHED_BYTES = 2 * 2**30
-
-
-class _TrainingSet(torch.utils.data.Dataset):
-    """(input, label) pairs: precomputed tensors, or images prepared when indexed."""
-
-    def __init__(self, y, *, inputs=None, images=None, preprocessing=None, augment=None):
-        self.y = torch.as_tensor(y, dtype=torch.long)
-        self.inputs = inputs
-        self.images = images
-        self.preprocessing = preprocessing
-        self.augment = augment
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, index):
-        if self.inputs is not None:
-            x = self.inputs[index]
-        else:
-            x = self.images.prepare([index], self.preprocessing)[0]
-        if self.augment is not None:
-            x = self.augment(x)
-        return x, self.y[index]
-
-
-CHECKPOINT_FILE = "best.safetensors"
-
-
-class AtomicCheckpoint(Callback):
-    """Save the weights of the best epoch so far to ``directory``, atomically.
-
-    "Best" is the lowest validation loss, or the latest epoch without validation. The
-    file is written under a temporary name and renamed, so a crash or Ctrl-C mid-write
-    leaves the previous checkpoint intact.
-    """
-
-    def __init__(self, directory):
-        self.directory = directory
-
-    def on_epoch_end(self, net, **kwargs):
-        last = net.history[-1]
-        if last.get("valid_loss_best", True):
-            write_tensors(Path(self.directory) / CHECKPOINT_FILE, net.module_.state_dict(),
-                          {"epoch": last["epoch"], "valid_loss": last.get("valid_loss")})
-
-
-class TransferNeuralNet(NeuralNet):
-    """skorch's NeuralNet with mixed precision and channels-last inputs in the forward pass."""
-
-    def __init__(self, *args, precision="fp32", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.precision = precision
-
-    def infer(self, x, **fit_params):
-        if isinstance(x, torch.Tensor) and x.ndim == 4:
-            x = x.to(self.device, memory_format=torch.channels_last)
-        with autocast(torch.device(self.device), self.precision):
-            return super().infer(x, **fit_params).float()
-
-
-class EpochTable(PrintLog):
-    """skorch's table of epochs, with colour codes only when printed to a terminal."""
-
-    def format_row(self, row, key, color):
-        text = super().format_row(row, key, color)
-        if isinstance(text, str) and not sys.stdout.isatty():
-            return re.sub(r"\x1b\[[0-9;]*m", "", text)
-        return text
-
-
-def light_augmentation(input_size):
-    """Random resized crop (60-100% of the area) and horizontal flip."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomResizedCrop(input_size, scale=(0.6, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-    ])
 
 
 class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
@@ -466,12 +385,16 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
             model = self.net_.module_ if warm else self._model
             train, valid = self._training_sets(images, y, seed, model, device, precision)
             net = self.net_ if warm else self._skorch_net(train.y, device)
-            net.set_params(train_split=_predefined(valid), verbose=self.verbose,
-                           precision=precision)
-            interrupted = self._train(net, train, epochs, warm)
+            net.set_params(verbose=self.verbose, precision=precision)
+            with network_errors(input_size=self.preprocessing_.input_size,
+                                batch_size=self.batch_size):
+                try:
+                    interrupted = net.train(train, valid, epochs=epochs)
+                finally:
+                    net.module_.input_block = 0
         self.net_ = net
         self.history_ = net.history
-        self.best_epoch_ = self._best_epoch()
+        self.best_epoch_ = net.best_epoch()
         self.interrupted_ = interrupted
         self._forget_training_data()
         self._make_inference_blocks()
@@ -481,31 +404,6 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                 f"model keeps the weights of epoch {self.best_epoch_} (interrupted_=True)."
             )
         return self
-
-    def _train(self, net, train, epochs, warm):
-        """skorch's partial_fit, except that Ctrl-C is reported, not swallowed.
-
-        On KeyboardInterrupt the train-end callbacks still run (early stopping restores the
-        best epoch's weights), and the caller re-raises once the model is usable.
-        """
-        interrupted = False
-        with network_errors(input_size=self.preprocessing_.input_size,
-                            batch_size=self.batch_size):
-            try:
-                if not warm:
-                    net.initialize()
-                elif not hasattr(net, "optimizer_"):  # unpickled: see __getstate__
-                    net.initialize_optimizer()
-                net.notify("on_train_begin", X=train, y=None)
-                try:
-                    net.fit_loop(train, y=None, epochs=epochs)
-                except KeyboardInterrupt:  # skorch's EarlyStopping stops training this way too
-                    interrupted = not _stopped_early(net)
-                net.notify("on_train_end", X=train, y=None)
-            finally:
-                net.module_.input_block = 0
-                net.set_params(train_split=None)
-        return interrupted
 
     def _get_safe_state(self):
         """(JSON description, tensors) of the fitted state, for sktransfer.save."""
@@ -616,8 +514,8 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         def make(index, augment):
             labels = y[index]
             if inputs is not None:
-                return _TrainingSet(labels, inputs=inputs[index], augment=augment)
-            return _TrainingSet(labels, images=images.subset(index),
+                return TrainingSet(labels, inputs=inputs[index], augment=augment)
+            return TrainingSet(labels, images=images.subset(index),
                                 preprocessing=self.preprocessing_, augment=augment)
 
         return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
@@ -680,52 +578,17 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         return self.augment
 
     def _skorch_net(self, y_train, device):
-        from skorch.callbacks import EarlyStopping, ProgressBar
-
-        n_train = len(y_train)
-        callbacks = []
-        if self.checkpoint:
-            callbacks.append(("checkpoint", AtomicCheckpoint(self.checkpoint)))
-        if self.early_stopping:
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor="valid_loss", patience=self.patience, load_best=True)))
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        optimizer, optimizer_params = self._optimizer()
-        rates = block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr, self.layer_lr_decay)
-        param_groups = [(f"blocks.{index}.*", {"lr": rate}) for index, rate in rates.items()]
-        return TransferNeuralNet(
-            module=self._model,
-            criterion=nn.CrossEntropyLoss,
-            criterion__weight=self._class_weights(y_train.numpy()),
-            optimizer=optimizer,
+        return training_net(
+            self._model, criterion=nn.CrossEntropyLoss,
+            weight=self._class_weights(y_train.numpy()),
             lr=self.lr,
-            optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=param_groups,
-            **optimizer_params,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            iterator_train__shuffle=True,
-            # A last batch of one image breaks BatchNorm in training mode.
-            iterator_train__drop_last=n_train % self.batch_size == 1 and n_train > 1,
-            train_split=None,
-            callbacks=callbacks,
-            callbacks__print_log=EpochTable(),
-            verbose=self.verbose,
-            device=str(device),
-        )
-
-    def _optimizer(self):
-        if self.optimizer == "adamw":
-            return torch.optim.AdamW, {}
-        if self.optimizer == "sgd":
-            return torch.optim.SGD, {"optimizer__momentum": 0.9}
-        if not issubclass(self.optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizer={self.optimizer!r} is not a torch.optim.Optimizer subclass; use "
-                "'adamw', 'sgd' or a class such as torch.optim.RMSprop."
-            )
-        return self.optimizer, {}
+            block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr,
+                                             self.layer_lr_decay),
+            optimizer=self.optimizer, weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs, batch_size=self.batch_size, n_train=len(y_train),
+            early_stopping=self.early_stopping, patience=self.patience,
+            checkpoint=self.checkpoint, validation=self.early_stopping,
+            verbose=self.verbose, device=device)
 
     def _class_weights(self, y_train):
         if self.class_weight is None:
@@ -745,29 +608,8 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
             weights = np.array([self.class_weight.get(c, 1.0) for c in self.classes_])
         return torch.as_tensor(weights, dtype=torch.float32)
 
-    def _best_epoch(self):
-        losses = [epoch.get("valid_loss") for epoch in self.history_]
-        if not self.early_stopping or not any(loss is not None for loss in losses):
-            return len(self.history_)
-        return int(np.nanargmin([np.nan if loss is None else loss for loss in losses])) + 1
-
     def _forget_training_data(self):
         """Drop what only training needed, so the fitted model pickles small."""
-        for _, callback in self.net_.callbacks_:
-            if hasattr(callback, "best_model_weights_"):
-                callback.best_model_weights_ = None
+        self.net_.forget_training_data()
         self.__dict__.pop("_model", None)
 
-
-def _stopped_early(net):
-    callbacks = dict(net.callbacks_)
-    stopping = callbacks.get("early_stopping")
-    return stopping is not None and stopping.misses_ >= stopping.patience
-
-
-def _predefined(valid):
-    if valid is None:
-        return None
-    from skorch.helper import predefined_split
-
-    return predefined_split(valid)

@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import NotFittedError
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KNeighborsClassifier
@@ -14,8 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from skorch import NeuralNet
+
 import sktransfer
-from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _finetune
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _io
 
 from .conftest import tiny_cnn
 
@@ -57,9 +59,8 @@ def test_extractor_round_trips_through_a_safe_file(rgb_images, tmp_path, monkeyp
 
 @pytest.mark.parametrize("head", [
     lambda: LogisticRegression(max_iter=500),
-    lambda: SVC(probability=True, random_state=0),
     lambda: make_pipeline(PCA(5, random_state=0), SVC()),
-], ids=["logistic regression", "SVC", "PCA + SVC"])
+], ids=["logistic regression", "PCA + SVC"])
 def test_a_fitted_pipeline_round_trips_through_a_safe_file(stripes, tmp_path, monkeypatch, head):
     X, y = stripes
     features = CNNFeatureExtractor("resnet18", weights=None, image_size=16, device="cpu")
@@ -105,14 +106,14 @@ def test_load_refuses_foreign_files(tmp_path):
 
 def interrupt_at_epoch(monkeypatch, epoch):
     """Make the training step raise KeyboardInterrupt, as Ctrl-C would, during ``epoch``."""
-    original = _finetune.TransferNeuralNet.train_step
+    original = NeuralNet.train_step
 
     def train_step(net, batch, **kwargs):
         if len(net.history) == epoch and len(net.history[-1]["batches"]) == 1:
             raise KeyboardInterrupt
         return original(net, batch, **kwargs)
 
-    monkeypatch.setattr(_finetune.TransferNeuralNet, "train_step", train_step)
+    monkeypatch.setattr(NeuralNet, "train_step", train_step)
 
 
 def test_ctrl_c_keeps_the_best_weights_marks_and_propagates(stripes, monkeypatch):
@@ -151,7 +152,7 @@ def test_checkpoint_then_resume_with_warm_start(stripes, tmp_path, monkeypatch):
     interrupt_at_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         FineTuneClassifier(tiny_cnn(), max_epochs=10, **settings).fit(X, y)
-    saved, meta = _finetune.read_tensors(tmp_path / "ckpt" / _finetune.CHECKPOINT_FILE)
+    saved, meta = _io.read_tensors(tmp_path / "ckpt" / "best.safetensors")
     assert meta["epoch"] == 2  # the last complete epoch
     monkeypatch.undo()
     resumed = FineTuneClassifier(tiny_cnn(), max_epochs=1, warm_start=True, **{**settings, "lr": 1e-12})
@@ -167,7 +168,7 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import safetensors.torch
 
     path = tmp_path / "best.safetensors"
-    _finetune.write_tensors(path, {"w": torch.ones(3)}, {"epoch": 1})
+    _io.write_tensors(path, {"w": torch.ones(3)}, {"epoch": 1})
 
     def crash(tensors, filename, metadata=None):
         open(filename, "wb").write(b"half a file")
@@ -175,8 +176,8 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
-        _finetune.write_tensors(path, {"w": torch.zeros(3)}, {"epoch": 2})
-    tensors, meta = _finetune.read_tensors(path)
+        _io.write_tensors(path, {"w": torch.zeros(3)}, {"epoch": 2})
+    tensors, meta = _io.read_tensors(path)
     assert meta["epoch"] == 1 and torch.equal(tensors["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]
 
