@@ -18,23 +18,21 @@ from torch import nn
 
 from ._backbones import resolve_backbone, weights_digest
 from ._cache import cached_rows, check_cache_folder
-from ._device import _bf16_advice, autocast, network_errors, resolve_device, resolve_precision
+from ._device import _bf16_advice, network_errors, resolve_device, resolve_precision
 from ._features import (
     NETWORK_PARAMETER_CONSTRAINTS,
     InferenceCopyMixin,
     extract_features,
     inference_batch_size,
-    pool_features,
     prepare_inference,
 )
 from ._images import check_images
 from ._preprocessing import Preprocessing
 from ._io import read_tensors
 from ._training import CHECKPOINT_FILE, TrainingSet, light_augmentation, training_net
+from ._trunk import FrozenTrunk
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 
-#: Largest cached training input (frozen-block outputs or preprocessed images) kept in memory.
-MAX_CACHED_BYTES = 2 * 2**30
 
 
 class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
@@ -295,23 +293,14 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         test fold's images, trained on in other folds, skip the frozen blocks here too.
         None when those outputs would not fit in memory.
         """
-        start = self.n_frozen_
-        inputs = self._inputs_from_block(images, start, inference, self._fitted_blocks())
-        if inputs is None:
-            return None
-        blocks, device, precision = inference
-        top = blocks[start:]
-        batch_size = self._inference_batch_size()
-        features = np.empty((len(images), self._n_features_out), dtype=np.float32)
-        with torch.inference_mode(), autocast(device, precision):
-            for begin in range(0, len(inputs), batch_size):
-                x = inputs[begin:begin + batch_size].to(device)
-                if x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for block in top:
-                    x = block(x)
-                features[begin:begin + len(x)] = pool_features(x, "avg").float().cpu().numpy()
-        return features
+        trunk = self._frozen_trunk(inference, self._fitted_blocks())
+        inputs = trunk.inputs(images, self.n_frozen_)
+        return None if inputs is None else trunk.top_features(inputs, self.n_frozen_)
+
+    def _frozen_trunk(self, inference, fitted_blocks):
+        return FrozenTrunk(inference, fitted_blocks, block_shapes=self._block_shapes,
+                           preprocessing=self.preprocessing_, memory=self.memory,
+                           batch_size=self._inference_batch_size())
 
     def __sklearn_tags__(self):
         from sklearn.utils import TransformerTags
@@ -505,10 +494,11 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
         # training on cached outputs gives the very model that training without does.
         frozen = (prepare_inference(model.blocks[:start], device, precision, fold=False)
                   if start else None)
-        inputs = self._inputs_from_block(images, start, frozen, model.blocks)
+        trunk = self._frozen_trunk(frozen, model.blocks)
+        inputs = trunk.inputs(images, start)
         if inputs is None:
             start = 0
-            inputs = self._inputs_from_block(images, 0, frozen, model.blocks)
+            inputs = trunk.inputs(images, 0)
         model.input_block = start
 
         def make(index, augment):
@@ -519,43 +509,6 @@ class FineTuneClassifier(InferenceCopyMixin, ClassifierMixin, BaseEstimator):
                                 preprocessing=self.preprocessing_, augment=augment)
 
         return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
-
-    def _inputs_from_block(self, images, start, inference, trunk):
-        """All images' inputs to block ``start`` as one tensor, or None past the budget.
-
-        ``start == 0``: the preprocessed images; ``0 < start < n_blocks``: the frozen
-        blocks' feature maps; ``start == n_blocks``: their pooled features. The frozen
-        blocks run from ``inference``, an :class:`Inference` whose bottom ``start``
-        blocks are copies of the frozen blocks (unfolded at fit, BatchNorm-folded at
-        predict: equal to float rounding, and cached under one key: the digest of the
-        frozen blocks of ``trunk``, the fitted blocks).
-        """
-        if start == 0:
-            shape = (self.preprocessing_.channels, *self.preprocessing_.input_size)
-        elif start < self.n_blocks_:
-            shape = self._block_shapes[start - 1]
-        else:
-            shape = (self._block_shapes[-1][0],)
-        if len(images) * int(np.prod(shape)) * 4 > MAX_CACHED_BYTES:
-            return None
-        if start == 0:
-            batches = [batch for _, batch in images.batches(self.batch_size, self.preprocessing_)]
-            return torch.cat(batches)
-
-        def extract(subset):
-            return extract_features(
-                inference, subset, layers=[start - 1],
-                pooling="avg" if start == self.n_blocks_ else None,
-                preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
-                progress=False)
-
-        if self.memory is None:
-            rows = extract(images)
-        else:
-            setting = ("frozen", weights_digest(trunk[:start]), start,
-                       self.preprocessing_, inference.precision)
-            rows = cached_rows(images, extract, memory=self.memory, setting=setting)
-        return torch.from_numpy(rows).reshape(len(images), *shape)
 
     def _split(self, y, seed):
         n_valid = int(np.ceil(self.validation_fraction * len(y)))

@@ -1,0 +1,99 @@
+"""The frozen trunk: what a network's trainable part takes as input, computed once.
+
+When the bottom blocks of a network are frozen, their output for an image never
+changes while the top trains: compute it once per fit (and once across fits, folds and
+predict with ``memory=``), then run only the top, epoch after epoch.
+"""
+
+import numpy as np
+import torch
+
+from ._backbones import weights_digest
+from ._cache import cached_rows
+from ._device import autocast
+from ._features import extract_features, pool_features
+
+#: Largest set of trunk outputs (or preprocessed images) kept in memory as one tensor.
+MAX_CACHED_BYTES = 2 * 2**30
+
+
+class FrozenTrunk:
+    """Inputs of block ``start`` of a fitted network for any set of images.
+
+    ``start == 0``: the preprocessed images; ``0 < start < n_blocks``: the output maps
+    of the frozen blocks below it; ``start == n_blocks``: their pooled features.
+
+    Parameters
+    ----------
+    inference : Inference
+        A prepared copy whose bottom blocks are the frozen ones (unfolded during
+        training, so that cached and uncached training are the same computation;
+        BatchNorm-folded at predict: equal to float rounding).
+    fitted_blocks : torch.nn.Sequential
+        The network's own blocks: the digest of the frozen ones keys the disk cache, so
+        that fitting and predicting share entries.
+    block_shapes : list of tuple
+        Output shape of each block for one image.
+    preprocessing : Preprocessing
+    memory : None, str, path or joblib.Memory, default=None
+        Cache per image on disk.
+    batch_size : int
+        Images per forward pass through the frozen blocks.
+    """
+
+    def __init__(self, inference, fitted_blocks, *, block_shapes, preprocessing, memory=None,
+                 batch_size):
+        self.inference = inference
+        self.fitted_blocks = fitted_blocks
+        self.block_shapes = block_shapes
+        self.preprocessing = preprocessing
+        self.memory = memory
+        self.batch_size = batch_size
+
+    def input_shape(self, start):
+        """Shape of one image's input to block ``start``."""
+        if start == 0:
+            return (self.preprocessing.channels, *self.preprocessing.input_size)
+        if start < len(self.block_shapes):
+            return self.block_shapes[start - 1]
+        return (self.block_shapes[-1][0],)
+
+    def inputs(self, images, start):
+        """All images' inputs to block ``start`` as one tensor, or None past the budget."""
+        shape = self.input_shape(start)
+        if len(images) * int(np.prod(shape)) * 4 > MAX_CACHED_BYTES:
+            return None
+        if start == 0:
+            return torch.cat([batch for _, batch in images.batches(self.batch_size,
+                                                                    self.preprocessing)])
+
+        def extract(subset):
+            return extract_features(
+                self.inference, subset, layers=[start - 1],
+                pooling="avg" if start == len(self.block_shapes) else None,
+                preprocessing=self.preprocessing, batch_size=self.batch_size, progress=False)
+
+        if self.memory is None:
+            rows = extract(images)
+        else:
+            setting = ("frozen", weights_digest(self.fitted_blocks[:start]), start,
+                       self.preprocessing, self.inference.precision)
+            rows = cached_rows(images, extract, memory=self.memory, setting=setting)
+        return torch.from_numpy(rows).reshape(len(images), *shape)
+
+    def top_features(self, inputs, start):
+        """Pooled output of the last block, running blocks ``start`` and up on ``inputs``."""
+        blocks, device, precision = self.inference
+        features = None
+        with torch.inference_mode(), autocast(device, precision):
+            for begin in range(0, len(inputs), self.batch_size):
+                x = inputs[begin:begin + self.batch_size].to(device)
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                for block in blocks[start:]:
+                    x = block(x)
+                pooled = pool_features(x, "avg").float().cpu().numpy()
+                if features is None:
+                    features = np.empty((len(inputs), pooled.shape[1]), dtype=np.float32)
+                features[begin:begin + len(pooled)] = pooled
+        return features
