@@ -4,9 +4,14 @@ A *block* is the unit that ``layer`` (feature extraction) and ``freeze`` (fine-t
 count in: the stem, each stage, and the final head-less convolution where the
 architecture has one. Running the blocks in order gives the network's last feature
 map; the classifier is never part of them.
+
+A block outputs a feature map ``(n, C, H, W)`` (channels first, whatever the layout its
+network keeps inside) or, in vision transformers, a token sequence ``(n, 1 + patches,
+dim)`` whose first token is the class token.
 """
 
 import difflib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from numbers import Integral
@@ -15,19 +20,34 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._blocks import split_blocks
+from ._device import network_errors
 from ._preprocessing import Preprocessing
 from ._weights import (
-    WeightsUnavailableError,
     download_torchvision_state_dict,
     embedded_efficientnet_lite0_file,
     is_weights_path,
     load_by_order,
     load_state_dict_into,
     load_weights_file,
+    timm_cached_weights,
+    timm_weights_unavailable,
 )
 
 EMBEDDED_BACKBONES = ("efficientnet_lite0",)
 TIMM_PREFIX = "timm/"
+
+#: torchvision model families (the modules of their builders) that ``split_blocks`` cuts
+#: into blocks; ``list_backbones("torchvision")`` lists only their models.
+TORCHVISION_FAMILIES = (
+    "alexnet", "convnext", "densenet", "efficientnet", "googlenet", "inception", "maxvit",
+    "mnasnet", "mobilenetv2", "mobilenetv3", "regnet", "resnet", "shufflenetv2",
+    "squeezenet", "swin_transformer", "vgg", "vision_transformer",
+)
+KNOWN_ARCHITECTURES = (
+    "ResNet, EfficientNet, MobileNet, ConvNeXt, RegNet, VGG, DenseNet, Swin, ViT, MaxViT, "
+    "GoogLeNet, Inception v3, ShuffleNet v2-like"
+)
 
 
 class BlockInfo(NamedTuple):
@@ -76,19 +96,34 @@ class Backbone:
         )
 
     def describe(self, image_size=None):
-        """List the blocks with their output channels and stride (one dummy forward)."""
+        """List the blocks with their output channels and stride (one dummy forward).
+
+        For a token sequence the channels are the token width and the stride is the
+        patch size.
+        """
         height, width = image_size or self.preprocessing.input_size
         x = torch.zeros(1, self.preprocessing.channels, height, width)
         infos = []
         was_training = self.blocks.training
         self.blocks.eval()
-        with torch.inference_mode():
-            for index, (name, block) in enumerate(zip(self.block_names, self.blocks)):
-                x = block(x)
-                reduction = round(width / x.shape[-1]) if x.ndim == 4 else 0
-                infos.append(BlockInfo(index, name, int(x.shape[1]), reduction))
-        self.blocks.train(was_training)
+        try:
+            with torch.inference_mode(), network_errors(input_size=(height, width), batch_size=1):
+                for index, (name, block) in enumerate(zip(self.block_names, self.blocks)):
+                    x = block(x)
+                    infos.append(BlockInfo(index, name, *_channels_and_reduction(x, height, width)))
+        finally:
+            self.blocks.train(was_training)
         return infos
+
+
+def _channels_and_reduction(output, height, width):
+    """Channels and total stride of one block's output for a ``height x width`` input."""
+    if output.ndim == 4:  # (n, C, H, W)
+        return int(output.shape[1]), round(width / output.shape[-1])
+    if output.ndim == 3:  # (n, 1 + patches, dim): one class token, then the patches
+        patches = output.shape[1] - 1
+        return int(output.shape[2]), round(math.sqrt(height * width / patches)) if patches else 0
+    return int(output.shape[1]), 0
 
 
 def weights_digest(module):
@@ -106,9 +141,10 @@ def list_backbones(source="all"):
     ----------
     source : {"all", "embedded", "torchvision", "timm"}, default="all"
         ``"embedded"`` lists backbones whose pretrained weights ship with the package
-        (usable offline); ``"torchvision"`` its classification models; ``"timm"`` the
-        timm models, prefixed ``"timm/"``. ``"all"`` lists embedded and torchvision
-        names (timm's list is long: ask for it explicitly).
+        (usable offline); ``"torchvision"`` its classification models of the families
+        sktransfer cuts into blocks; ``"timm"`` the timm models, prefixed ``"timm/"``.
+        ``"all"`` lists embedded and torchvision names (timm's list is long: ask for it
+        explicitly).
 
     Returns
     -------
@@ -119,7 +155,8 @@ def list_backbones(source="all"):
     if source == "torchvision":
         import torchvision
 
-        return torchvision.models.list_models(module=torchvision.models)
+        return [name for name in torchvision.models.list_models(module=torchvision.models)
+                if _torchvision_family(name) in TORCHVISION_FAMILIES]
     if source == "timm":
         import timm
 
@@ -163,7 +200,9 @@ def resolve_backbone(backbone, weights="imagenet", *, seed=0):
     ----------
     backbone : str or torch.nn.Module
         ``"efficientnet_lite0"`` (embedded weights), a torchvision classification
-        model name, ``"timm/<name>"``, or a module (used as given, deep-copied).
+        model name, ``"timm/<name>"``, or a module (deep-copied): an ``nn.Sequential``
+        of blocks, or a torchvision or timm network of an architecture listed in
+        :func:`sktransfer.list_backbones`.
     weights : {"imagenet"}, str, path or None, default="imagenet"
         ``"imagenet"``: the default pretrained weights. ``None``: random
         initialization (seeded by ``seed``). A path: a local ``.pth``/``.pt``/
@@ -215,19 +254,13 @@ def _from_timm(backbone, weights):
             "timm.list_models() lists them."
         )
     pretrained = weights == "imagenet"
+    overlay = timm_cached_weights(name) if pretrained else None
     try:
-        model = timm.create_model(name, pretrained=pretrained)
+        model = timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay)
     except (OSError, RuntimeError, ValueError, ConnectionError) as error:
         if not pretrained:
             raise
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise WeightsUnavailableError(
-            f"The pretrained weights of timm model {name!r} are not in the cache "
-            f"directory '{HF_HUB_CACHE}' and could not be downloaded ({error}). Without "
-            "network, download them elsewhere and pass the file as weights='/path/to/"
-            f"{name}.safetensors', or use the embedded backbone 'efficientnet_lite0'."
-        ) from None
+        raise timm_weights_unavailable(name, error) from None
     if not pretrained and weights is not None:
         _load_local(model, weights, backbone)
     return _assemble(backbone, model, _timm_preprocessing(model))
@@ -237,24 +270,30 @@ def _from_torchvision(name, weights):
     import torchvision
     from torchvision.models import get_model_weights
 
-    known = torchvision.models.list_models(module=torchvision.models)
-    if name not in known:
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        candidates = EMBEDDED_BACKBONES + tuple(list_backbones("torchvision"))
         raise ValueError(
-            f"Unknown backbone {name!r}{_suggest(name, EMBEDDED_BACKBONES + tuple(known))}. "
+            f"Unknown backbone {name!r}{_suggest(name, candidates)}. "
             "Use a torchvision classification model name, 'efficientnet_lite0' (embedded "
             "weights), 'timm/<name>' or a torch.nn.Module; sktransfer.list_backbones() "
             "lists the names."
         )
-    model = torchvision.models.get_model(name, weights=None)  # never let torchvision unpickle
+    if _torchvision_family(name) not in TORCHVISION_FAMILIES:
+        raise ValueError(
+            f"torchvision model {name!r} is of a family that sktransfer cannot cut into "
+            f"blocks yet (it knows {KNOWN_ARCHITECTURES}). Pass an nn.Sequential of its "
+            "blocks as backbone instead; sktransfer.list_backbones() lists the names that work."
+        )
     weights_enum_type = get_model_weights(name)
-    chosen = weights_enum_type.DEFAULT
-    if weights is None:
-        pass
-    elif is_weights_path(weights):
-        _load_local(model, weights, name)
+    if weights is None or is_weights_path(weights) or weights == "imagenet":
+        chosen = weights_enum_type.DEFAULT
     else:
-        chosen = weights_enum_type.DEFAULT if weights == "imagenet" else _torchvision_weights(
-            weights, weights_enum_type, name)
+        chosen = _torchvision_weights(weights, weights_enum_type, name)
+    model = torchvision.models.get_model(  # weights=None: never let torchvision unpickle
+        name, weights=None, **_torchvision_arguments(name, chosen, pretrained=weights is not None))
+    if is_weights_path(weights):
+        _load_local(model, weights, name)
+    elif weights is not None:
         load_state_dict_into(
             model, download_torchvision_state_dict(chosen), source=str(chosen),
             backbone_name=name,
@@ -267,6 +306,23 @@ def _from_torchvision(name, weights):
         interpolation=transform.interpolation.value,
     )
     return _assemble(name, model, preprocessing)
+
+
+def _torchvision_family(name):
+    """The module of a torchvision model's builder: "resnet", "swin_transformer", ..."""
+    from torchvision.models import get_model_builder
+
+    return get_model_builder(name).__module__.rsplit(".", 1)[-1]
+
+
+def _torchvision_arguments(name, weights_enum, *, pretrained):
+    """The builder arguments torchvision itself passes when it loads ``weights_enum``."""
+    family = _torchvision_family(name)
+    if family == "vision_transformer":  # the positional embedding is built for one size
+        return {"image_size": weights_enum.meta["min_size"][0]}
+    if family in ("googlenet", "inception"):  # their ported weights take inputs in [-1, 1]
+        return {"transform_input": pretrained, "init_weights": not pretrained}
+    return {}
 
 
 def _torchvision_weights(weights, enum_type, name):
@@ -293,7 +349,7 @@ def _from_module(module, weights):
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
         preprocessing = Preprocessing((224, 224), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    return _assemble(type(module).__name__, model, preprocessing, allow_single_block=True)
+    return _assemble(type(module).__name__, model, preprocessing, given_module=True)
 
 
 def _load_local(model, weights, name):
@@ -319,52 +375,25 @@ def _timm_preprocessing(model):
     )
 
 
-def _assemble(name, model, preprocessing, *, allow_single_block=False):
-    named_blocks = _split_blocks(model)
+def _assemble(name, model, preprocessing, *, given_module=False):
+    named_blocks = split_blocks(model)
     if named_blocks is None:
-        if not allow_single_block:
+        if given_module:
             raise ValueError(
-                f"Backbone {name!r} has no block structure that sktransfer knows "
-                "(ResNet, EfficientNet, MobileNet, ConvNeXt, RegNet, VGG, DenseNet-like). "
-                "Pass an nn.Sequential of its blocks as backbone instead."
+                f"backbone is a {name} module, which is neither an nn.Sequential of blocks "
+                f"nor an architecture that sktransfer cuts into blocks ({KNOWN_ARCHITECTURES}): "
+                "its output (for a classifier, the class scores) is no feature map. Pass its "
+                "trunk as an nn.Sequential of its blocks, without the classifier: e.g. "
+                "nn.Sequential(*list(model.children())[:-1]) when its children run in that "
+                "order, or nn.Sequential(model) to take its whole output as one block."
             )
-        named_blocks = [("module", model)]
+        raise ValueError(
+            f"Backbone {name!r} has no block structure that sktransfer knows "
+            f"({KNOWN_ARCHITECTURES}). Pass an nn.Sequential of its blocks as backbone instead."
+        )
     names = tuple(name_ for name_, _ in named_blocks)
     blocks = nn.Sequential(OrderedDict((str(i), block) for i, (_, block) in enumerate(named_blocks)))
     return Backbone(name, blocks, names, preprocessing)
-
-
-def _split_blocks(model):
-    """Cut a known architecture into (name, module) blocks, or return None."""
-    children = dict(model.named_children())
-    if {"conv_stem", "bn1", "blocks"} <= children.keys():  # timm EfficientNet, MobileNetV3
-        blocks = [("stem", nn.Sequential(model.conv_stem, model.bn1))]
-        blocks += [(f"blocks.{i}", block) for i, block in enumerate(model.blocks)]
-        # In timm's EfficientNet conv_head belongs to the trunk; in MobileNetV3 it follows pooling.
-        if type(model).__name__ == "EfficientNet" and "conv_head" in children:
-            blocks.append(("head", nn.Sequential(model.conv_head, model.bn2)))
-        return blocks
-    if {"conv1", "bn1", "maxpool", "layer1", "layer4"} <= children.keys():  # ResNet family
-        activation = children.get("relu") or children.get("act1")
-        stem = nn.Sequential(model.conv1, model.bn1, activation, model.maxpool)
-        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
-    if {"stem", "stages"} <= children.keys():  # timm ConvNeXt, RegNet, ...
-        blocks = [("stem", model.stem)]
-        blocks += [(f"stages.{i}", stage) for i, stage in enumerate(model.stages)]
-        for extra in ("final_conv", "norm_pre"):
-            if extra in children and not isinstance(children[extra], nn.Identity):
-                blocks.append((extra, children[extra]))
-        return blocks
-    if {"stem", "trunk_output"} <= children.keys():  # torchvision RegNet
-        return [("stem", model.stem)] + [
-            (f"trunk_output.{n}", m) for n, m in model.trunk_output.named_children()
-        ]
-    for attribute in ("features", "layers"):  # torchvision MobileNet, EfficientNet, ConvNeXt, VGG, MNASNet
-        if isinstance(children.get(attribute), nn.Sequential):
-            return [(f"{attribute}.{n}", m) for n, m in children[attribute].named_children()]
-    if isinstance(model, nn.Sequential) and len(model) > 0:
-        return list(model.named_children())
-    return None
 
 
 def _suggest(name, candidates):

@@ -24,7 +24,7 @@ def check_cache_folder(memory):
     Path or None
         The cache's folder; None when nothing is cached.
     """
-    location = check_memory(memory).location
+    location = memory if isinstance(memory, (str, os.PathLike)) else check_memory(memory).location
     if location is None:
         return None
     folder = Path(location)

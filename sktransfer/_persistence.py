@@ -15,7 +15,6 @@ import numpy as np
 
 from ._io import read_tensors, write_tensors
 
-
 #: scikit-learn estimators a safe file may hold: fitted state of plain arrays and numbers.
 SAFE_SKLEARN_CLASSES = {
     "sklearn.decomposition.PCA",

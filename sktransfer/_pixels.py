@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
 from ._images import check_images
 from ._preprocessing import Preprocessing, as_size_pair
@@ -105,6 +105,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """Names ``pixel_<channel>_<row>_<col>`` of the output columns."""
         check_is_fitted(self)
+        _check_feature_names_in(self, input_features, generate_names=False)  # validates only
         height, width = self.preprocessing_.input_size
         return np.asarray(
             [f"pixel_{c}_{r}_{col}" for c in range(self.preprocessing_.channels)

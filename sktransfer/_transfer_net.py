@@ -10,7 +10,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from ._features import pool_features
+from ._inference import pool_features
 
 
 class TransferNet(nn.Module):

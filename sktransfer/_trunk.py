@@ -11,7 +11,7 @@ import torch
 from ._backbones import weights_digest
 from ._cache import cached_rows
 from ._device import autocast
-from ._features import extract_features, pool_features
+from ._inference import pool_features, pooled_width, stream_features
 
 #: Largest set of trunk outputs (or preprocessed images) kept in memory as one tensor.
 MAX_CACHED_BYTES = 2 * 2**30
@@ -56,7 +56,7 @@ class FrozenTrunk:
             return (self.preprocessing.channels, *self.preprocessing.input_size)
         if start < len(self.block_shapes):
             return self.block_shapes[start - 1]
-        return (self.block_shapes[-1][0],)
+        return (pooled_width(self.block_shapes[-1]),)
 
     def inputs(self, images, start):
         """All images' inputs to block ``start`` as one tensor, or None past the budget."""
@@ -68,7 +68,7 @@ class FrozenTrunk:
                                                                     self.preprocessing)])
 
         def extract(subset):
-            return extract_features(
+            return stream_features(
                 self.inference, subset, layers=[start - 1],
                 pooling="avg" if start == len(self.block_shapes) else None,
                 preprocessing=self.preprocessing, batch_size=self.batch_size, progress=False)

@@ -6,8 +6,12 @@ Nothing here unpickles arbitrary objects: ``.pth``/``.pt`` files go through
 
 import os
 import pickle
+import socket
+import threading
+import urllib.request
 from pathlib import Path
 from urllib.error import URLError
+from urllib.parse import urlsplit
 
 import torch
 
@@ -57,19 +61,51 @@ def load_weights_file(path):
         raise _not_weights_file(path, "it is neither a zip archive nor a pickle stream")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
-        if not unsafe:  # torch says "unpickling failed" of corrupt bytes too
+    except pickle.UnpicklingError:
+        names = _pickled_names(path)
+        if names is None:  # torch cannot tell a corrupt stream from a refused one
             raise _not_weights_file(path, "its content cannot be read") from None
+        foreign = [n for n in names if not n.startswith(("torch.", "collections."))]
         raise ValueError(
             f"Refusing to load '{path}': it holds pickled Python objects that are not "
-            f"plain tensors ({unsafe[0]}). sktransfer loads weights only with "
-            "torch.load(weights_only=True), which cannot run code. Save the weights as a "
-            "state dict (torch.save(model.state_dict(), path)) or as .safetensors."
+            f"plain tensors ({', '.join(foreign[:3]) or 'objects torch refuses'}). "
+            "sktransfer loads weights only with torch.load(weights_only=True), which "
+            "cannot run code. Save the weights as a state dict "
+            "(torch.save(model.state_dict(), path)) or as .safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise _not_weights_file(path, str(error).splitlines()[0]) from None
     return _unwrap_state_dict(state, path)
+
+
+def _pickled_names(path):
+    """The module.name references in the file's pickle stream, read without running it.
+
+    ``pickletools`` only parses opcodes; None when the stream does not parse (corrupt).
+    """
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.namelist() if m.endswith("data.pkl")]
+            if not members:
+                return None
+            data = archive.read(members[0])
+    else:
+        data = Path(path).read_bytes()
+    names, strings = [], []
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.append(argument.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif isinstance(argument, str):
+                strings.append(argument)
+    except Exception:  # noqa: BLE001 - any parse failure means an unreadable stream
+        return None
+    return names
 
 
 def _looks_like_torch_file(path):
@@ -154,16 +190,40 @@ def embedded_efficientnet_lite0_file():
 def host_reachable(host, port=443, timeout=3.0):
     """Whether a TCP connection to ``host`` opens within ``timeout`` seconds.
 
-    Checked before a download, so that an offline machine gets its error at once
-    instead of after minutes of retries.
-    """
-    import socket
+    A quick "is there a network?" before a download whose client would otherwise fail
+    only after its retries. The name lookup and the connection run in a thread, so that
+    ``timeout`` bounds a slow lookup too. Where the environment sets an HTTPS proxy (and
+    ``no_proxy`` does not exempt ``host``), the proxy is probed instead.
 
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    Parameters
+    ----------
+    host : str
+        Host name of the download server, e.g. ``"huggingface.co"``.
+    port : int, default=443
+    timeout : float, default=3.0
+        Seconds the whole probe may take.
+
+    Returns
+    -------
+    bool
+    """
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        address = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = address.hostname, address.port or 80
+    reached = threading.Event()
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            reached.set()
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, name="sktransfer-hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return reached.is_set()
 
 
 def download_torchvision_state_dict(weights_enum):
@@ -193,3 +253,63 @@ def download_torchvision_state_dict(weights_enum):
             f"Refusing the downloaded file '{cache_dir / file_name}': it is not a plain "
             f"state dict ({error}). Delete it and download again."
         ) from None
+
+
+def timm_cached_weights(name):
+    """The pretrained weights of timm model ``name`` from the Hugging Face cache, or None.
+
+    Returns ``pretrained_cfg_overlay`` for ``timm.create_model``: the cached state dict
+    (read without unpickling; no network tried), or None where timm should download.
+    Raises WeightsUnavailableError at once, instead of after Hugging Face's minute of
+    retries, when the weights are not cached and the hub is offline or unreachable.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    try:
+        config = get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown pretrained tag: timm.create_model says so
+        return None
+    if config is None or not config.hf_hub_id or config.custom_load:
+        return None
+    repo_id, _, revision = config.hf_hub_id.partition("@")
+    for filename in _timm_hub_files(config):
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE,
+                                      revision=revision or None)
+        if isinstance(path, str):
+            return {"state_dict": load_weights_file(path)}
+    host = urlsplit(constants.ENDPOINT).hostname
+    if _hf_hub_offline():
+        raise timm_weights_unavailable(name, "HF_HUB_OFFLINE is set")
+    if not host_reachable(host):
+        raise timm_weights_unavailable(name, f"{host} cannot be reached")
+    return None
+
+
+def _timm_hub_files(config):
+    """The files timm looks for in a model's hub repository, in its order."""
+    filename = getattr(config, "hf_hub_filename", None) or "pytorch_model.bin"
+    if not filename.endswith(".bin"):
+        return (filename,)
+    safe = {"pytorch_model.bin": "model.safetensors",
+            "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+    return (safe.get(filename, filename.removesuffix(".bin") + ".safetensors"), filename)
+
+
+def timm_weights_unavailable(name, reason):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return WeightsUnavailableError(
+        f"The pretrained weights of timm model {name!r} are not in the cache "
+        f"directory '{HF_HUB_CACHE}' and could not be downloaded ({reason}). Without "
+        "network, download them elsewhere and pass the file as weights='/path/to/"
+        f"{name}.safetensors', or use the embedded backbone 'efficientnet_lite0'."
+    )
+
+
+def _hf_hub_offline():
+    """Whether Hugging Face downloads are switched off by HF_HUB_OFFLINE (now or at import)."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper()
+    return bool(constants.HF_HUB_OFFLINE) or flag in ("1", "ON", "YES", "TRUE")

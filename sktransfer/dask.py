@@ -63,7 +63,7 @@ def extract_features(X, extractor, *, partition_size=1024):
     check_is_fitted(extractor)
     if not (isinstance(partition_size, int) and partition_size >= 1):
         raise ValueError(f"partition_size must be a positive int, got {partition_size!r}.")
-    n_features = extractor._n_features_out
+    n_features = len(extractor.get_feature_names_out())
     shared = _share(extractor)
     transform = dask.delayed(_transform_partition, pure=True)
     parts = []

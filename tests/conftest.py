@@ -7,7 +7,8 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import numpy as np
 import pytest
 import torch
-from torch import nn
+
+from ._helpers import tiny_cnn
 
 
 @pytest.fixture(autouse=True)
@@ -35,16 +36,6 @@ def rgb_images():
         phase = rng.uniform(0, 6, size=3)
         images.append(np.stack([127 + 120 * np.sin(xx / 4 + phase[c] + yy / 7) for c in range(3)], -1))
     return np.asarray(images).round().astype(np.uint8)
-
-
-def tiny_cnn(in_channels=3):
-    """A three-block CNN with BatchNorm, the smallest backbone that behaves like a real one."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-        nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
-        nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU()),
-    )
 
 
 @pytest.fixture

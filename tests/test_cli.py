@@ -14,7 +14,7 @@ import sktransfer
 from sktransfer import FineTuneClassifier
 from sktransfer.cli import main
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 NETWORK = ["--backbone", "resnet18", "--weights", "none", "--image-size", "16", "--device", "cpu"]
 

@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV
 
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 da = pytest.importorskip("dask.array")

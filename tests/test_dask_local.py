@@ -29,7 +29,7 @@ def test_extract_features_of_a_fine_tuned_classifier(stripes):
     from sktransfer import FineTuneClassifier
     from sktransfer.dask import extract_features
 
-    from .conftest import tiny_cnn
+    from ._helpers import tiny_cnn
 
     X, y = stripes
     model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=1, device="cpu").fit(X, y)

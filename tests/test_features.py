@@ -15,6 +15,8 @@ from sklearn.utils.validation import NotFittedError
 
 from sktransfer import CNNFeatureExtractor, PixelFeatures, read_images
 
+from ._helpers import CountImages, counting_cnn
+
 FAST = dict(backbone="resnet18", weights=None, image_size=32, device="cpu")
 
 
@@ -126,24 +128,22 @@ def test_pandas_output(rgb_images):
     assert isinstance(frame, pd.DataFrame) and frame.columns[0] == "layer4_avg0"
 
 
-def test_memory_caches_by_content(rgb_images, tmp_path, monkeypatch):
-    from sktransfer import _features
-
-    calls = []
-    original = _features.extract_features
-    monkeypatch.setattr(_features, "extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
-    extractor = CNNFeatureExtractor(**FAST, memory=str(tmp_path)).fit(rgb_images)
+def test_memory_caches_by_content(rgb_images, tmp_path):
+    CountImages.seen = []
+    extractor = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu",
+                                    memory=str(tmp_path)).fit(rgb_images)
     first = extractor.transform(rgb_images)
     np.testing.assert_array_equal(extractor.transform(rgb_images.copy()), first)
     np.testing.assert_array_equal(extractor.transform(rgb_images[[4, 1]]), first[[4, 1]])
-    assert len(calls) == 1  # a subset (a fold) is served from the per-image cache too
+    assert sum(CountImages.seen) == 6  # a subset (a fold) is served from the per-image cache too
     extractor.set_params(pooling="max").fit(rgb_images).transform(rgb_images)
+    assert sum(CountImages.seen) == 12  # another setting: computed anew
     changed = rgb_images.copy()
-    changed[0] = 0
+    changed[:2] = 0
     extractor.transform(changed)
-    assert len(calls) == 3
-    uncached = CNNFeatureExtractor(**FAST).fit(rgb_images).transform(rgb_images)
-    np.testing.assert_array_equal(first, uncached)
+    assert sum(CountImages.seen) == 14  # only the two changed images
+    uncached = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu")
+    np.testing.assert_array_equal(first, uncached.fit(rgb_images).transform(rgb_images))
 
 
 def test_pixels_and_cnn_features_in_one_cross_validate(digits):

@@ -8,7 +8,7 @@ import pytest
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _device
 from sktransfer._device import SlowPrecisionWarning
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 
 def native_bf16(monkeypatch, available):

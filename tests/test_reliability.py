@@ -13,13 +13,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-
 from skorch import NeuralNet
 
 import sktransfer
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _io
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 
 def refuse_unpickling(monkeypatch):

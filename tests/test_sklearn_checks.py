@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, PixelFeatures
 
-from .conftest import tiny_cnn
+from ._helpers import tiny_cnn
 
 ESTIMATORS = [
     PixelFeatures(size=4),
@@ -48,6 +48,35 @@ def expected_failed_checks(estimator):
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
 def test_scikit_learn_checks(estimator, check):
     check(estimator)
+
+
+#: Checks scikit-learn runs on its own transformers in its test suite, outside the generator.
+TRANSFORMER_CHECKS = ["check_transformer_get_feature_names_out",
+                      "check_transformer_get_feature_names_out_pandas",
+                      "check_get_feature_names_out_error", "check_set_output_transform",
+                      "check_set_output_transform_pandas", "check_global_output_transform_pandas"]
+
+
+@pytest.mark.parametrize("check_name", TRANSFORMER_CHECKS)
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_transformer_checks_beyond_the_generator(estimator, check_name):
+    """Feature names out and set_output, the FineTuneClassifier (a transformer too) included."""
+    from sklearn.base import clone
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check_name)(type(estimator).__name__, clone(estimator))
+
+
+def test_fine_tuned_features_as_a_dataframe(stripes):
+    import pandas as pd
+
+    X, y = stripes
+    model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=1, device="cpu",
+                               random_state=0).set_output(transform="pandas").fit(X, y)
+    frame = model.transform(X)
+    assert isinstance(frame, pd.DataFrame) and frame.shape == (40, 32)
+    assert list(frame.columns) == [f"2_avg{i}" for i in range(32)]  # block "2" of the module
+    np.testing.assert_array_equal(frame.to_numpy(), model.set_output(transform="default").transform(X))
 
 
 def test_the_suite_really_runs_on_each_estimator():
@@ -90,12 +119,10 @@ def test_image_shaped_input_beyond_the_suite(stripes, tmp_path, form):
     np.testing.assert_allclose(model.predict_proba(other), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_predictions_do_not_depend_on_batching(stripes, monkeypatch):
-    from sktransfer import _finetune
-
+def test_predictions_do_not_depend_on_batching(stripes):
     X, y = stripes
     model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=2, device="cpu",
                                random_state=0).fit(X, y)
     together = model.predict_proba(X)
-    monkeypatch.setattr(_finetune, "inference_batch_size", lambda *args: 3)
-    np.testing.assert_allclose(model.predict_proba(X), together, rtol=1e-5, atol=1e-7)
+    in_threes = np.concatenate([model.predict_proba(X[i:i + 3]) for i in range(0, len(X), 3)])
+    np.testing.assert_allclose(in_threes, together, rtol=1e-5, atol=1e-7)

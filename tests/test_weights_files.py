@@ -8,7 +8,10 @@ import torch
 
 from sktransfer import WeightsUnavailableError
 from sktransfer._backbones import resolve_backbone
-from sktransfer._weights import host_reachable, load_weights_file  # the real one: tests patch the module's
+from sktransfer._weights import (  # the real one: tests patch the module's
+    host_reachable,
+    load_weights_file,
+)
 
 
 def _truncated(tmp_path):

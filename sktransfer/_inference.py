@@ -1,0 +1,168 @@
+"""The inference engine: images streamed through a network's blocks into features.
+
+No estimator lives here. Every estimator that runs a network prepares a copy of it
+once (:func:`prepare_inference`) and streams images through it
+(:func:`stream_features`); pooling turns each block's output into one row per image.
+"""
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._device import autocast, network_errors, resolve_precision
+
+POOLINGS = ("avg", "max", "avgmax")
+
+#: Images per inference batch at 224 px. Measured on a 2-core AVX-512 CPU (benchmarks/):
+#: 8 ran 1.3-3x faster than 64 (the activations stay in cache); smaller images get
+#: proportionally larger batches.
+PIXELS_PER_BATCH = 8 * 224 * 224
+
+
+def inference_batch_size(batch_size, input_size):
+    """``batch_size``, or for "auto" the batch holding about 8 images of 224 x 224 pixels."""
+    if batch_size != "auto":
+        return batch_size
+    return max(1, min(256, round(PIXELS_PER_BATCH / (input_size[0] * input_size[1]))))
+
+
+def pool_features(feature_map, pooling):
+    """Pool a block's output into one row per image, or flatten it (``pooling=None``).
+
+    A map ``(n, C, H, W)`` is pooled over its positions to ``(n, C)`` (``2C`` for
+    "avgmax"). A token sequence ``(n, tokens, dim)`` (vision transformers) is summarized
+    by its first token, the class token, as the network's own head reads it: ``(n, dim)``
+    for "avg"; "max" and "avgmax" pool maps only.
+    """
+    if feature_map.ndim == 2:
+        return feature_map
+    if pooling is None:
+        return feature_map.flatten(1)
+    if feature_map.ndim == 3:
+        if pooling != "avg":
+            raise ValueError(
+                f"pooling={pooling!r} pools feature maps, but this block outputs a token "
+                f"sequence {tuple(feature_map.shape[1:])} (tokens, dim), summarized by its "
+                "class token: use pooling='avg' (the class token) or None (every token)."
+            )
+        return feature_map[:, 0]
+    flat = feature_map.flatten(2)
+    if pooling == "avg":
+        return flat.mean(2)
+    if pooling == "max":
+        return flat.amax(2)
+    return torch.cat([flat.mean(2), flat.amax(2)], dim=1)
+
+
+def inference_blocks(blocks, device, *, fold=True):
+    """A frozen copy of ``blocks`` for inference, prepared once for ``device``.
+
+    With ``fold``, each block is traced alone by torch.fx and conv + BatchNorm pairs are
+    fused (in eval mode the same function, to float rounding: 25-60% faster on a CPU,
+    benchmarks/). A block that fx cannot trace is kept as it is. The copy is in eval mode, without
+    gradients, on ``device`` in the channels-last layout that oneDNN and cuDNN run
+    fastest: inference never has to change it, so several threads can share it. The
+    original blocks are not touched.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    copies = []
+    for block in copy.deepcopy(blocks).eval():
+        try:
+            block = fuse(block, inplace=True) if fold else block
+        except Exception:  # noqa: BLE001 - fx fails in many ways on untraceable code
+            pass
+        copies.append(block)
+    prepared = nn.Sequential(*copies).eval().requires_grad_(False)
+    return prepared.to(device, memory_format=torch.channels_last)
+
+
+class Inference(NamedTuple):
+    """A fitted network prepared for inference: its blocks, device and precision."""
+
+    blocks: nn.Sequential
+    device: torch.device
+    precision: str
+
+
+def prepare_inference(blocks, device, precision, *, fold=True):
+    """An :class:`Inference` of a copy of ``blocks`` for ``device`` (see inference_blocks)."""
+    return Inference(inference_blocks(blocks, device, fold=fold), device,
+                     resolve_precision(device, precision))
+
+
+def run_blocks(blocks, batch, layers, pooling):
+    """Run ``blocks`` up to the highest of ``layers``; pool and join their outputs in order."""
+    outputs = {}
+    top = max(layers)
+    for index in range(top + 1):
+        batch = blocks[index](batch)
+        if index in layers:
+            outputs[index] = pool_features(batch, pooling)
+    return torch.cat([outputs[index] for index in layers], dim=1)
+
+
+def pooled_width(shape):
+    """Width of the pooled features of a block output of one image's ``shape``.
+
+    ``(C, H, W)`` maps and ``(C,)`` vectors give C; ``(tokens, dim)`` sequences dim.
+    """
+    return shape[-1] if len(shape) == 2 else shape[0]
+
+
+def block_output_shapes(blocks, preprocessing):
+    """Shape of each block's output for one image, from one forward pass of a blank one."""
+    x = torch.zeros(1, preprocessing.channels, *preprocessing.input_size)
+    shapes = []
+    was_training = blocks.training
+    blocks.eval()
+    with torch.inference_mode(), network_errors(input_size=preprocessing.input_size,
+                                                batch_size=1):
+        for block in blocks:
+            x = block(x)
+            shapes.append(tuple(x.shape[1:]))
+    blocks.train(was_training)
+    return shapes
+
+
+def show_progress(progress, n_batches):
+    """tqdm's ``disable`` for ``progress`` in {"auto", True, False}."""
+    if progress == "auto":
+        return None if n_batches >= 10 else True  # None: shown only on a terminal
+    return not progress
+
+
+def stream_features(inference, images, *, layers, pooling, preprocessing, batch_size,
+                     progress="auto"):
+    """Stream ``images`` through ``blocks`` into a preallocated float32 array.
+
+    Memory beyond the output stays bounded by one batch: images are decoded (the next
+    batch in a background thread while the network runs), preprocessed and run batch by
+    batch under ``inference_mode``, in the channels-last layout that oneDNN and cuDNN
+    convolutions run fastest in (same results as NCHW to float rounding).
+    ``inference`` comes from :func:`prepare_inference`: it is only read, so threads
+    may share it.
+
+    Returns
+    -------
+    ndarray of shape (n_images, n_features), float32
+    """
+    blocks, device, precision = inference
+    n_batches = -(-len(images) // batch_size)
+    features = None
+    with torch.inference_mode(), autocast(device, precision), network_errors(
+        input_size=preprocessing.input_size, batch_size=batch_size
+    ), tqdm(total=len(images), unit="img", desc="extracting features",
+            disable=show_progress(progress, n_batches)) as bar:
+        for start, batch in images.batches(batch_size, preprocessing):
+            batch = batch.to(device, memory_format=torch.channels_last)
+            pooled = run_blocks(blocks, batch, layers, pooling)
+            if features is None:
+                features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
+            features[start:start + len(pooled)] = pooled.float().cpu().numpy()
+            bar.update(len(pooled))
+    return features

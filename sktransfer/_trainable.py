@@ -1,0 +1,338 @@
+"""What every estimator that fine-tunes a network shares.
+
+:class:`FineTuneBase` builds the network (backbone blocks and a new linear head), freezes
+the bottom blocks, computes the frozen trunk once, trains with skorch, keeps a folded
+inference copy, and gives the penultimate features as ``transform``. A subclass adds
+only what its targets need: how to check and encode them, the loss, the number of
+outputs, and its predict methods.
+"""
+
+import os
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._backbones import resolve_backbone, weights_digest
+from ._base import NetworkEstimator
+from ._device import network_errors, resolve_precision
+from ._inference import (
+    block_output_shapes,
+    inference_batch_size,
+    pooled_width,
+    prepare_inference,
+    stream_features,
+)
+from ._io import read_tensors
+from ._preprocessing import Preprocessing
+from ._training import CHECKPOINT_FILE, TrainingSet, light_augmentation, training_net
+from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
+from ._trunk import FrozenTrunk
+
+#: numpydoc entries of the training parameters; class docstrings name them as {name}.
+TRAINING_PARAMETER_DOCS = {
+    "freeze": """freeze : int or "all", default=0
+        Bottom blocks kept frozen (weights and BatchNorm statistics): ``0``
+        fine-tunes everything, ``"all"`` trains only the head, ``-k`` leaves the top
+        ``k`` blocks trainable.""",
+    "lr": """lr : float, default=1e-3
+        Learning rate of the head.""",
+    "layer_lr_decay": """layer_lr_decay : float, default=0.75
+        Each block gets the learning rate of the block above times this factor;
+        ``1.0`` uses one rate for all.""",
+    "optimizer": """optimizer : {"adamw", "sgd"} or torch optimizer class, default="adamw"
+        ``"sgd"`` uses momentum 0.9.""",
+    "weight_decay": """weight_decay : float, default=1e-4""",
+    "max_epochs": """max_epochs : int, default=20""",
+    "batch_size": """batch_size : int, default=32
+        Images per training step. Inference (predict, transform, the frozen blocks'
+        outputs) runs in batches sized for speed, as ``CNNFeatureExtractor``'s "auto".""",
+    "early_stopping": """early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training data, stop when the
+        validation loss has not improved for ``patience`` epochs, and restore the
+        weights of the best epoch.""",
+    "patience": """patience : int, default=3""",
+    "validation_fraction": """validation_fraction : float, default=0.15""",
+    "augment": """augment : None, "light" or callable, default=None
+        Training-time augmentation of each preprocessed image tensor (C, H, W):
+        ``"light"`` is a random resized crop and horizontal flip; any torchvision
+        transform works. Never applied in predict.""",
+    "random_state": """random_state : int, RandomState or None, default=None
+        Seeds the head, the validation split, shuffling and augmentation: with the
+        same seed and data, training on the CPU gives the same predictions.""",
+    "verbose": """verbose : int, default=0
+        1 prints a table per epoch; 2 adds a progress bar per epoch.""",
+    "memory": """memory : str, path or joblib.Memory, default=None
+        Cache the frozen blocks' outputs (and transform's features) per image, across
+        fits, folds and predict.""",
+    "warm_start": """warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit`` instead of starting
+        over; on an unfitted estimator with ``checkpoint``, start from the checkpoint.""",
+    "checkpoint": """checkpoint : str or path, default=None
+        Folder where the best epoch's weights are saved (atomically) as training goes,
+        so that a crashed or interrupted fit can resume with ``warm_start=True``.""",
+}
+
+
+class FineTuneBase(NetworkEstimator):
+    """Base of the fine-tuning estimators; not for direct use.
+
+    Subclasses implement ``_encode_targets(y, n_samples, warm, **kwargs)`` (checks,
+    sets target attributes, returns what the loss takes), ``_n_outputs()``,
+    ``_criterion(y_train)`` (loss class and its parameters), ``_target_state()`` and
+    ``_set_target_state(description)`` (for safe files); they may override
+    ``_validation_split``.
+    """
+
+    _parameter_constraints = {
+        **NetworkEstimator._parameter_constraints,
+        "freeze": [Integral, StrOptions({"all"})],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "layer_lr_decay": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions({"adamw", "sgd"}), type],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "augment": [None, StrOptions({"light"}), callable],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "checkpoint": [None, str, os.PathLike],
+    }
+
+    # -- fitting -------------------------------------------------------------------
+
+    def _fit(self, X, y, *, epochs, warm, **target_options):
+        images, device = self._check_runtime(X, reset=not warm)
+        y = self._encode_targets(y, len(images), warm=warm, **target_options)
+        if self.precision == "fp16":
+            raise ValueError(
+                "precision='fp16' is not supported for training (it needs loss scaling); "
+                "use precision='fp32', or 'bf16' on a GPU or a CPU with native bf16.")
+        precision = resolve_precision(device, self.precision)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if not warm:
+                self._build_network(resolve_backbone(self.backbone, self.weights))
+                self._resume_from_checkpoint()
+            elif resolve_freeze(self.freeze, self.n_blocks_) != self.n_frozen_:
+                raise ValueError(
+                    f"warm_start continues the fitted network, frozen at {self.n_frozen_} "
+                    f"blocks; freeze={self.freeze!r} asks for another depth. Fit anew "
+                    "(warm_start=False) to change freeze.")
+            model = self.net_.module_ if warm else self._model
+            train, valid = self._training_sets(images, y, seed, model, device, precision)
+            net = self.net_ if warm else self._skorch_net(train.y, device)
+            net.set_params(verbose=self.verbose, precision=precision)
+            with network_errors(input_size=self.preprocessing_.input_size,
+                                batch_size=self.batch_size):
+                try:
+                    interrupted = net.train(train, valid, epochs=epochs)
+                finally:
+                    net.module_.input_block = 0
+        self.net_, self.history_ = net, net.history
+        self.best_epoch_ = net.best_epoch()
+        self.interrupted_ = interrupted
+        self._forget_training_data()
+        self._make_inference_blocks()
+        if interrupted:
+            raise KeyboardInterrupt(
+                f"{type(self).__name__}.fit interrupted after {len(self.history_)} epoch(s); "
+                f"the model keeps the weights of epoch {self.best_epoch_} (interrupted_=True).")
+        return self
+
+    def _build_network(self, backbone):
+        self.preprocessing_ = backbone.preprocessing.with_size(self.image_size)
+        self.n_blocks_ = len(backbone.block_names)
+        self.block_names_ = backbone.block_names
+        self.n_frozen_ = resolve_freeze(self.freeze, self.n_blocks_, backbone.block_names)
+        self._block_shapes = block_output_shapes(backbone.blocks, self.preprocessing_)
+        width = pooled_width(self._block_shapes[-1])
+        self._model = TransferNet(backbone.blocks, width, self._n_outputs(), self.n_frozen_)
+        self._model.to(memory_format=torch.channels_last)
+        self._feature_names_out = [f"{self.block_names_[-1]}_avg{i}" for i in range(width)]
+
+    def _resume_from_checkpoint(self):
+        """With warm_start and a checkpoint from an earlier fit, start from its weights."""
+        if not (self.warm_start and self.checkpoint):
+            return
+        path = Path(self.checkpoint) / CHECKPOINT_FILE
+        if path.is_file():
+            tensors, _ = read_tensors(path)
+            self._model.load_state_dict(tensors)
+
+    def _training_sets(self, images, y, seed, model, device, precision):
+        """Training and validation sets of the inputs the trainable part needs."""
+        if self.early_stopping:
+            train_index, valid_index = self._validation_split(y, seed)
+        else:
+            train_index, valid_index = np.arange(len(y)), None
+        augment = self._augmentation()
+        start = self.n_frozen_ if augment is None else 0
+        # Unfolded: the same kernels as training through the frozen blocks, so that
+        # training on cached outputs gives the very model that training without does.
+        frozen = (prepare_inference(model.blocks[:start], device, precision, fold=False)
+                  if start else None)
+        trunk = self._frozen_trunk(frozen, model.blocks)
+        inputs = trunk.inputs(images, start)
+        if inputs is None:
+            start = 0
+            inputs = trunk.inputs(images, 0)
+        model.input_block = start
+
+        def make(index, augment):
+            if inputs is not None:
+                return TrainingSet(y[index], inputs=inputs[index], augment=augment)
+            return TrainingSet(y[index], images=images.subset(index),
+                               preprocessing=self.preprocessing_, augment=augment)
+
+        return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
+
+    def _validation_split(self, y, seed):
+        """Indices of the training and the validation part (random; subclasses stratify)."""
+        n_valid = int(np.ceil(self.validation_fraction * len(y)))
+        if n_valid < 1 or len(y) - n_valid < 1:
+            raise ValueError(
+                f"early_stopping holds out validation_fraction={self.validation_fraction} of "
+                f"{len(y)} samples, which leaves no training or no validation part. Use "
+                "more samples or early_stopping=False.")
+        return train_test_split(np.arange(len(y)), test_size=n_valid, random_state=seed)
+
+    def _augmentation(self):
+        if self.augment == "light":
+            return light_augmentation(self.preprocessing_.input_size)
+        return self.augment
+
+    def _skorch_net(self, y_train, device):
+        criterion, criterion_params = self._criterion(y_train)
+        return training_net(
+            self._model, criterion=criterion, lr=self.lr,
+            block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr,
+                                             self.layer_lr_decay),
+            optimizer=self.optimizer, weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs, batch_size=self.batch_size,
+            n_train=0 if y_train is None else len(y_train),
+            early_stopping=self.early_stopping, patience=self.patience,
+            checkpoint=self.checkpoint, validation=self.early_stopping,
+            verbose=self.verbose, device=device, **criterion_params)
+
+    def _forget_training_data(self):
+        """Drop what only training needed, so the fitted model pickles small."""
+        self.net_.forget_training_data()
+        self.__dict__.pop("_model", None)
+
+    # -- inference -----------------------------------------------------------------
+
+    def transform(self, X):
+        """Penultimate features of the fine-tuned network (its pooled last block).
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), float32
+        """
+        check_is_fitted(self)
+        inference = self._inference_for_call()
+
+        def extract(images):
+            if self.memory is not None and self.n_frozen_ > 0:
+                trunk = self._frozen_trunk(inference, self._fitted_blocks())
+                inputs = trunk.inputs(images, self.n_frozen_)  # from the fit's cache
+                if inputs is not None:
+                    return trunk.top_features(inputs, self.n_frozen_)
+            return stream_features(
+                inference, images, layers=[self.n_blocks_ - 1], pooling="avg",
+                preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
+                progress=self.progress)
+
+        setting = ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
+                   inference.precision)
+        return self._transform_images(X, extract, setting)
+
+    def _head_outputs(self, X):
+        """The head's raw outputs (logits) for ``X``, as a float64 tensor."""
+        check_is_fitted(self)
+        features = torch.from_numpy(self.transform(X))
+        head = self.net_.module_.head
+        with torch.inference_mode():
+            outputs = torch.nn.functional.linear(features, head.weight.detach().cpu().float(),
+                                                 head.bias.detach().cpu().float())
+        return outputs.double()
+
+    def _frozen_trunk(self, inference, fitted_blocks):
+        return FrozenTrunk(inference, fitted_blocks, block_shapes=self._block_shapes,
+                           preprocessing=self.preprocessing_, memory=self.memory,
+                           batch_size=self._inference_batch_size())
+
+    def _inference_batch_size(self):
+        """Frozen-block caching, transform and predict run at the fastest batch size."""
+        return inference_batch_size("auto", self.preprocessing_.input_size)
+
+    def _fitted_blocks(self):
+        return self.net_.module_.blocks
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "net_")
+
+    # -- pickles and safe files -------------------------------------------------------
+
+    def __getstate__(self):
+        """Pickle what prediction needs: the optimizer's state (twice the weights) stays out.
+
+        skorch pickles ``module`` (its init parameter, the same network as ``module_``)
+        apart from ``module_``, which would store the weights twice: it travels as None
+        and is re-linked on unpickling. A warm-started fit of an unpickled model starts a
+        fresh optimizer.
+        """
+        state = super().__getstate__()
+        if "net_" in state:
+            trained = state["net_"]
+            net = object.__new__(type(trained))  # a shallow copy: the live net is not touched
+            net.__dict__.update({k: v for k, v in vars(trained).items() if k != "optimizer_"})
+            net.module = None
+            state["net_"] = net
+        return state
+
+    def __setstate__(self, state):
+        if "net_" in state:
+            state["net_"].module = state["net_"].module_
+        super().__setstate__(state)
+
+    def _get_safe_state(self):
+        """(JSON description, tensors) of the fitted state, for sktransfer.save."""
+        description = {
+            "preprocessing": self.preprocessing_.to_json(),
+            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
+            "history": [{k: v for k, v in epoch.items() if k != "batches"}
+                        for epoch in self.history_],
+            **self._target_state(),
+        }
+        return description, self.net_.module_.state_dict()
+
+    def _set_safe_state(self, description, tensors):
+        """Rebuild the fitted state from what :meth:`_get_safe_state` gave (sktransfer.load)."""
+        from skorch.history import History
+
+        self._set_target_state(description)
+        self._build_network(resolve_backbone(self.backbone, weights=None))
+        self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
+        self._model.load_state_dict(tensors)
+        net = self._skorch_net(None, torch.device("cpu"))  # no training targets here
+        net.initialize()
+        net.history = History(description["history"])
+        self.net_, self.history_ = net, net.history
+        self.best_epoch_ = description["best_epoch_"]
+        self.interrupted_ = False
+        self._forget_training_data()
+        self._make_inference_blocks()
