@@ -19,6 +19,8 @@ _PUBLIC = {
     "datasets": None,
     "list_backbones": "_backbones",
     "load": "_persistence",
+    "plot_layer_probe": "_probe",
+    "probe_layers": "_probe",
     "read_images": "_images",
     "save": "_persistence",
     "write_report": "_report",

@@ -55,8 +55,11 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {verbose}
     {progress}
     {memory}
-    {precision}
-        Training accepts "fp32" and "bf16"; the loss and the weights stay in float32.
+    precision : {"fp32", "bf16"}, default="fp32"
+        "bf16" trains and predicts in bfloat16 autocast, where it is fast: on recent
+        GPUs and on CPUs with native bf16 (AVX-512 BF16 or AMX); on a CPU without it
+        it warns and runs in fp32. The loss and the weights stay in float32. ("fp16"
+        would need loss scaling: not offered for training.)
     {warm_start}
     {checkpoint}
 
@@ -162,7 +165,10 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         -------
         self : FineTuneClassifier
         """
-        return self._fit(X, y, epochs=1, warm=hasattr(self, "net_"), classes=classes)
+        warm = hasattr(self, "net_")
+        if warm:  # _fit_context validates the first call only: parameters may change
+            self._validate_params()
+        return self._fit(X, y, epochs=1, warm=warm, classes=classes)
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.

@@ -58,12 +58,12 @@ def pool_features(feature_map, pooling):
     return torch.cat([flat.mean(2), flat.amax(2)], dim=1)
 
 
-def inference_blocks(blocks, device, *, fold=True):
+def inference_blocks(blocks, device):
     """A frozen copy of ``blocks`` for inference, prepared once for ``device``.
 
-    With ``fold``, each block is traced alone by torch.fx and conv + BatchNorm pairs are
-    fused (in eval mode the same function, to float rounding: 25-60% faster on a CPU,
-    benchmarks/). A block that fx cannot trace is kept as it is. The copy is in eval mode, without
+    Each block is traced alone by torch.fx and conv + BatchNorm pairs are fused (in eval
+    mode the same function, to float rounding: 25-60% faster on a CPU, benchmarks/). A
+    block that fx cannot trace is kept as it is. The copy is in eval mode, without
     gradients, on ``device`` in the channels-last layout that oneDNN and cuDNN run
     fastest: inference never has to change it, so several threads can share it. The
     original blocks are not touched.
@@ -73,7 +73,7 @@ def inference_blocks(blocks, device, *, fold=True):
     copies = []
     for block in copy.deepcopy(blocks).eval():
         try:
-            block = fuse(block, inplace=True) if fold else block
+            block = fuse(block, inplace=True)
         except Exception:  # noqa: BLE001 - fx fails in many ways on untraceable code
             pass
         copies.append(block)
@@ -89,9 +89,9 @@ class Inference(NamedTuple):
     precision: str
 
 
-def prepare_inference(blocks, device, precision, *, fold=True):
+def prepare_inference(blocks, device, precision):
     """An :class:`Inference` of a copy of ``blocks`` for ``device`` (see inference_blocks)."""
-    return Inference(inference_blocks(blocks, device, fold=fold), device,
+    return Inference(inference_blocks(blocks, device), device,
                      resolve_precision(device, precision))
 
 

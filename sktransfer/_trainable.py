@@ -22,10 +22,10 @@ from ._backbones import resolve_backbone, weights_digest
 from ._base import NetworkEstimator
 from ._device import network_errors, resolve_precision
 from ._inference import (
+    Inference,
     block_output_shapes,
     inference_batch_size,
     pooled_width,
-    prepare_inference,
     stream_features,
 )
 from ._io import read_tensors
@@ -105,6 +105,8 @@ class FineTuneBase(NetworkEstimator):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "checkpoint": [None, str, os.PathLike],
+        # fp16 training would need loss scaling: training takes fp32 and bf16.
+        "precision": [StrOptions({"fp32", "bf16"})],
     }
 
     # -- fitting -------------------------------------------------------------------
@@ -112,10 +114,6 @@ class FineTuneBase(NetworkEstimator):
     def _fit(self, X, y, *, epochs, warm, **target_options):
         images, device = self._check_runtime(X, reset=not warm)
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
-        if self.precision == "fp16":
-            raise ValueError(
-                "precision='fp16' is not supported for training (it needs loss scaling); "
-                "use precision='fp32', or 'bf16' on a GPU or a CPU with native bf16.")
         precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
@@ -177,9 +175,10 @@ class FineTuneBase(NetworkEstimator):
             train_index, valid_index = np.arange(len(y)), None
         augment = self._augmentation()
         start = self.n_frozen_ if augment is None else 0
-        # Unfolded: the same kernels as training through the frozen blocks, so that
-        # training on cached outputs gives the very model that training without does.
-        frozen = (prepare_inference(model.blocks[:start], device, precision, fold=False)
+        # The model's own frozen blocks (no copy: this fit owns them, and they run in
+        # eval mode in training too), so that training on their cached outputs gives the
+        # very model that training through them does.
+        frozen = (Inference(model.blocks[:start].eval().to(device), device, precision)
                   if start else None)
         trunk = self._frozen_trunk(frozen, model.blocks)
         inputs = trunk.inputs(images, start)

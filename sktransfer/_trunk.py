@@ -26,9 +26,9 @@ class FrozenTrunk:
     Parameters
     ----------
     inference : Inference
-        A prepared copy whose bottom blocks are the frozen ones (unfolded during
-        training, so that cached and uncached training are the same computation;
-        BatchNorm-folded at predict: equal to float rounding).
+        Blocks whose bottom ones are the frozen ones: during training the model's own
+        (so that cached and uncached training are the same computation), at predict
+        the BatchNorm-folded inference copy (equal to float rounding).
     fitted_blocks : torch.nn.Sequential
         The network's own blocks: the digest of the frozen ones keys the disk cache, so
         that fitting and predicting share entries.

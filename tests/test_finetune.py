@@ -221,3 +221,13 @@ def test_predict_before_fit(stripes):
 
     with pytest.raises(NotFittedError):
         tiny().predict(stripes[0])
+
+
+def test_partial_fit_validates_parameters_on_every_call(stripes):
+    X, y = stripes
+    online = tiny(freeze=0, early_stopping=False)
+    online.partial_fit(X, y)
+    online.set_params(lr=-1.0)
+    with pytest.raises(ValueError, match="'lr' parameter"):
+        online.partial_fit(X, y)
+    assert len(online.history_) == 1

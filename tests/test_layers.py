@@ -26,7 +26,7 @@ LAYERS = {
     "_features": 4, "_pixels": 4, "_trainable": 4,
     "_finetune": 5,
     # 6: what uses the estimators
-    "_compare": 6,
+    "_compare": 6, "_probe": 6,
     "__main__": 7,
 }
 

@@ -3,13 +3,15 @@
 The estimators read 2-D arrays as flattened images (``image_shape=None`` takes any
 width), so the whole suite applies; tiny networks and image sizes keep it fast.
 
-Check status (scikit-learn 1.9, kept in sync with ``EXPECTED_FAILURES``):
+Check status (scikit-learn 1.9, kept in sync with ``EXPECTED_FAILURES``), plus the 6
+feature-names and ``set_output`` checks that scikit-learn runs on its own transformers
+outside the generator (``TRANSFORMER_CHECKS``; FineTuneClassifier is a transformer too):
 
 | estimator           | checks | pass | expected failures |
 | ------------------- | ------ | ---- | ----------------- |
-| PixelFeatures       | 47     | 47   | 0                 |
-| CNNFeatureExtractor | 47     | 47   | 0                 |
-| FineTuneClassifier  | 62     | 61   | 1: check_estimators_overwrite_params (below) |
+| PixelFeatures       | 47 + 6 | 53   | 0                 |
+| CNNFeatureExtractor | 47 + 6 | 53   | 0                 |
+| FineTuneClassifier  | 62 + 6 | 67   | 1: check_estimators_overwrite_params (below) |
 """
 
 import numpy as np

@@ -1,0 +1,154 @@
+"""Which layer transfers: a linear probe on every block's features, from one pass.
+
+Features become less general and more specific to the source task going up a network;
+how far up they still serve *your* images is an empirical question. The probe answers it
+cheaply: one forward pass per image yields the pooled output of every block, and a
+standardized linear model is cross-validated on each block's columns.
+"""
+
+import time
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, check_cv, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ._backbones import backbone_blocks
+from ._features import CNNFeatureExtractor
+from ._pixels import PixelFeatures
+
+PROBE_COLUMNS = ["block", "name", "channels", "stride", "accuracy_mean", "accuracy_std",
+                 "seconds"]
+
+
+def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=5,
+                 estimator=None, image_size=None, image_shape=None, device="auto",
+                 precision="fp32", memory=None, pixel_size=32, random_state=0,
+                 n_jobs=None, progress=True):
+    """Cross-validated accuracy of a linear probe on the features of every block.
+
+    Parameters
+    ----------
+    X : images
+        Any accepted image input (see :func:`sktransfer.read_images`).
+    y : array-like of shape (n_samples,)
+    backbone, weights, image_size, image_shape, device, precision, memory
+        As in :class:`CNNFeatureExtractor`.
+    cv : int or cross-validation splitter, default=5
+        An int gives shuffled stratified folds seeded by ``random_state``.
+    estimator : classifier, default=None
+        The probe, fitted on standardized features; default: logistic regression.
+    pixel_size : int or None, default=32
+        Also probe raw pixels at this size (:class:`PixelFeatures`), the no-transfer
+        baseline; None skips it.
+    random_state : int, default=0
+    n_jobs : int, default=None
+        Folds fitted in parallel, as in ``cross_val_score``.
+    progress : bool, default=True
+        Progress bar of the feature extraction.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per block: ``block`` (index), ``name``, ``channels``, ``stride``,
+        ``accuracy_mean``, ``accuracy_std`` over folds, ``seconds`` (the probe's own
+        fits). ``attrs`` holds ``extract_seconds`` (the one shared forward pass) and,
+        with ``pixel_size``, ``pixels`` (mean and std accuracy of the pixel probe).
+
+    Notes
+    -----
+    Every fold's probe is fitted on that fold's training part only, but the curve
+    as a whole looks at every fold: it is a diagnostic for choosing ``layer``, not an
+    unbiased score of the chosen layer (nest it in an outer cross-validation for that).
+
+    Examples
+    --------
+    >>> from sktransfer import probe_layers
+    >>> from sktransfer.datasets import load_digits_images
+    >>> X, y = load_digits_images()
+    >>> table = probe_layers(X[:300], y[:300], image_size=32, cv=3)  # doctest: +SKIP
+    >>> table.loc[table["accuracy_mean"].idxmax(), "name"]  # doctest: +SKIP
+    'blocks.3'
+    """
+    import pandas as pd
+
+    y = np.asarray(y)
+    blocks = backbone_blocks(backbone, image_size=image_size)
+    extractor = CNNFeatureExtractor(
+        backbone, weights=weights, layer=[b.index for b in blocks], image_size=image_size,
+        image_shape=image_shape, device=device, precision=precision, memory=memory,
+        progress=progress)
+    start = time.perf_counter()
+    features = extractor.fit_transform(X)
+    extract_seconds = time.perf_counter() - start
+    splitter = _splitter(cv, random_state)
+    probe = make_pipeline(StandardScaler(), clone(estimator) if estimator is not None
+                          else LogisticRegression(max_iter=1000))
+    names = extractor.get_feature_names_out()
+    rows = []
+    for block in blocks:
+        columns = np.char.startswith(names.astype(str), f"{block.name}_")
+        start = time.perf_counter()
+        scores = cross_val_score(probe, features[:, columns], y, cv=splitter, n_jobs=n_jobs)
+        rows.append({"block": block.index, "name": block.name, "channels": block.channels,
+                     "stride": block.reduction, "accuracy_mean": float(scores.mean()),
+                     "accuracy_std": float(scores.std()),
+                     "seconds": time.perf_counter() - start})
+    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    table.attrs["extract_seconds"] = extract_seconds
+    table.attrs["backbone"] = backbone if isinstance(backbone, str) else type(backbone).__name__
+    if pixel_size is not None:
+        pixels = cross_val_score(make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
+                                               clone(probe)), X, y, cv=splitter, n_jobs=n_jobs)
+        table.attrs["pixels"] = (float(pixels.mean()), float(pixels.std()))
+    return table
+
+
+def _splitter(cv, random_state):
+    if isinstance(cv, int):
+        return StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    return check_cv(cv, classifier=True)
+
+
+def plot_layer_probe(table, path=None, *, ax=None):
+    """Accuracy against depth, with the raw-pixel probe as a line.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        What :func:`probe_layers` returns.
+    path : str or PathLike, default=None
+        Save the figure there (PNG).
+    ax : matplotlib Axes, default=None
+        Draw into these axes instead of a new figure.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from matplotlib.figure import Figure
+
+    figure = None
+    if ax is None:
+        figure = Figure(figsize=(8, 4.5), layout="constrained")
+        ax = figure.subplots()
+    ax.errorbar(table["block"], table["accuracy_mean"], yerr=table["accuracy_std"],
+                marker="o", color="#1f77b4", capsize=3,
+                label=f"linear probe on each block ({table.attrs.get('backbone', 'backbone')})")
+    best = table.loc[table["accuracy_mean"].idxmax()]
+    ax.annotate(f"best: {best['name']} ({best['accuracy_mean']:.3f})",
+                (best["block"], best["accuracy_mean"]), textcoords="offset points",
+                xytext=(0, 10), ha="center", fontsize=8)
+    if "pixels" in table.attrs:
+        mean, _ = table.attrs["pixels"]
+        ax.axhline(mean, color="#7f7f7f", linestyle="--", label=f"raw pixels ({mean:.3f})")
+    ax.set_xticks(table["block"], table["name"], rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("block (bottom to top)")
+    ax.set_ylabel("accuracy (mean ± std over folds)")
+    ax.set_title("which layer transfers: a diagnostic over all folds")
+    ax.legend(fontsize=8)
+    if figure is not None and path is not None:
+        figure.savefig(path, dpi=110)
+    return ax
