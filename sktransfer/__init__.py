@@ -12,6 +12,7 @@ _PUBLIC = {
     "BlockInfo": "_backbones",
     "CNNFeatureExtractor": "_features",
     "FineTuneClassifier": "_finetune",
+    "FineTuneClassifierCV": "_finetune_cv",
     "PixelFeatures": "_pixels",
     "WeightsUnavailableError": "_weights",
     "backbone_blocks": "_backbones",

@@ -1,8 +1,9 @@
 """The comparison study: transfer learning against classical baselines on the same splits."""
 
+import difflib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +21,10 @@ from ._pixels import PixelFeatures
 from ._transfer_net import resolve_freeze
 
 KINDS = ("pixels", "features", "finetune", "scratch")
+#: Training from random weights uses batches small enough for this many steps per epoch...
+MIN_STEPS_PER_EPOCH = 10
+#: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
+MIN_SCRATCH_BATCH = 8
 RESULT_COLUMNS = ["kind", "method", "freeze", "labels_per_class", "accuracy", "accuracy_std",
                   "fit_seconds", "predict_seconds", "n_train", "n_test", "frozen_blocks"]
 
@@ -29,7 +34,8 @@ class StudySettings:
     """What a comparison runs; :func:`study_settings` fills it from a preset.
 
     ``freeze`` and ``feature_layers`` hold fractions of the backbone's depth (floats
-    in [0, 1], resolved once its blocks are known) or explicit depths.
+    in [0, 1], resolved once its blocks are known) or explicit depths. ``random_state``
+    seeds the folds, the label subsamples and every network.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -42,7 +48,7 @@ class StudySettings:
     labels_per_class: tuple = ("all",)
     batch_size: int = 32
     device: str = "auto"
-    seed: int = 0
+    random_state: int = 0
     kinds: tuple = KINDS
 
 
@@ -54,10 +60,40 @@ PRESETS = {
 }
 
 
+# Names people bring from other tools, which string similarity cannot guess.
+SETTING_ALIASES = {"folds": "n_splits", "n_folds": "n_splits", "cv": "n_splits",
+                   "seed": "random_state", "epochs": "max_epochs", "layer": "feature_layers",
+                   "layers": "feature_layers", "model": "backbone"}
+
+
 def study_settings(quick=False, **overrides):
-    """The preset (``quick`` or full) with the given non-None overrides applied."""
+    """The preset (``quick`` or full) with the given non-None overrides applied.
+
+    Raises
+    ------
+    TypeError
+        For an override that is not a field of :class:`StudySettings`; the message
+        lists the valid names and suggests the closest.
+    """
+    _check_setting_names(overrides)
     base = PRESETS["quick" if quick else "full"]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_setting_names(overrides):
+    valid = [field.name for field in fields(StudySettings)]
+    unknown = [name for name in overrides if name not in valid]
+    if not unknown:
+        return
+    guesses = []
+    for name in unknown:
+        close = SETTING_ALIASES.get(name) or next(
+            iter(difflib.get_close_matches(name, valid, n=1)), None)
+        guesses.append(f"{name!r} (did you mean {close!r}?)" if close else repr(name))
+    raise TypeError(
+        f"Unknown comparison setting{'s' if len(unknown) > 1 else ''} {', '.join(guesses)}. "
+        f"Valid settings: {', '.join(valid)}."
+    )
 
 
 def compare(X, y, *, quick=False, progress=True, **settings):
@@ -79,7 +115,8 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     **settings
         Overrides of :class:`StudySettings`: ``backbone``, ``image_size``,
         ``max_epochs``, ``freeze`` (tuple of depths), ``labels_per_class``,
-        ``n_splits``, ``device``, ``seed``, ``kinds``, ...
+        ``n_splits``, ``device``, ``random_state``, ``kinds``, ... (any field; an
+        unknown name raises TypeError).
 
     Returns
     -------
@@ -106,7 +143,7 @@ def compare(X, y, *, quick=False, progress=True, **settings):
             "needs at least 2 to be in both the training and the test part."
         )
     n_blocks = len(backbone_blocks(plan.backbone, image_size=plan.image_size))
-    splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=plan.seed).split(
+    splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=plan.random_state).split(
         np.zeros(len(y)), y))
     rows = []
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as cache:
@@ -119,8 +156,8 @@ def compare(X, y, *, quick=False, progress=True, **settings):
                 bar.set_postfix_str(f"{name}{setting}, {labels_per_class} labels/class")
                 scores, fit_times, predict_times, n_train = [], [], [], []
                 for fold, (train, test) in enumerate(splits):
-                    train = _subsample(y, train, labels_per_class, plan.seed + fold)
-                    model = make(_validation_fraction(y[train]))
+                    train = _subsample(y, train, labels_per_class, plan.random_state + fold)
+                    model = make(y[train])
                     start = time.perf_counter()
                     model.fit(_take(X, train), y[train])
                     fit_times.append(time.perf_counter() - start)
@@ -139,11 +176,12 @@ def compare(X, y, *, quick=False, progress=True, **settings):
                     "n_train": int(np.mean(n_train)), "n_test": int(len(splits[0][1])),
                     "frozen_blocks": None if freeze is None else resolve_freeze(freeze, n_blocks),
                 })
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    # Int64 (nullable) keeps depths integers beside the rows that have none: 9, not 9.0/nan.
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"frozen_blocks": "Int64"})
 
 
 def _methods(plan, n_blocks, cache):
-    """(kind, method name, freeze, factory(validation_fraction)) for each method."""
+    """(kind, method name, freeze, factory(y_train)) for each method."""
     linear = lambda: LogisticRegression(max_iter=2000)  # noqa: E731
     size = plan.pixel_size
     if "pixels" in plan.kinds:
@@ -157,28 +195,49 @@ def _methods(plan, n_blocks, cache):
     if "features" in plan.kinds:
         for layer in plan.feature_layers:
             depth = _depth(layer, n_blocks) if isinstance(layer, float) else layer
-            yield ("features", f"{names[depth]} features + logistic regression", None,
+            yield ("features", feature_method_name(names[depth]), None,
                    lambda _, d=depth: make_pipeline(
                        CNNFeatureExtractor(**network, layer=d), StandardScaler(), linear()))
     training = dict(network, max_epochs=plan.max_epochs, batch_size=plan.batch_size,
-                    random_state=plan.seed)
+                    random_state=plan.random_state)
     if "finetune" in plan.kinds:
         for freeze in plan.freeze:
             depth = _depth(freeze, n_blocks) if isinstance(freeze, float) else freeze
             yield ("finetune", "fine-tune", depth,
-                   lambda fraction, d=depth: FineTuneClassifier(
-                       **training, freeze=d, **fraction))
+                   lambda y_train, d=depth: FineTuneClassifier(
+                       **training, freeze=d, **_early_stopping(y_train)))
     if "scratch" in plan.kinds:
         yield ("scratch", "train from random weights", 0,
-               lambda fraction: FineTuneClassifier(**training, weights=None, freeze=0,
-                                                   **fraction))
+               lambda y_train: FineTuneClassifier(**_from_scratch(training, y_train)))
+
+
+def feature_method_name(block):
+    """The frozen-features method's name: which block's pretrained output it uses."""
+    return f"frozen features of block {block} + logistic regression"
+
+
+def _from_scratch(training, y_train):
+    """Settings under which a randomly initialized network learns in a short budget.
+
+    Unlike fine-tuning, a random network starts with BatchNorm running statistics
+    (mean 0, variance 1) unrelated to its activations: they need many optimizer steps
+    to settle, and until then eval-mode predictions, and the validation loss that
+    early stopping trusts, stay near chance while the training loss falls. So: batches
+    small enough for ``MIN_STEPS_PER_EPOCH`` steps, all ``max_epochs`` epochs (no
+    early stopping), and one learning rate for all blocks (the layer decay protects
+    pretrained features, which a random network does not have).
+    """
+    batch_size = min(training["batch_size"],
+                     max(MIN_SCRATCH_BATCH, len(y_train) // MIN_STEPS_PER_EPOCH))
+    return dict(training, weights=None, freeze=0, batch_size=batch_size, layer_lr_decay=1.0,
+                early_stopping=False)
 
 
 def _depth(fraction, n_blocks):
     return int(round(fraction * n_blocks))
 
 
-def _validation_fraction(y_train):
+def _early_stopping(y_train):
     """Early-stopping settings that leave every class in both parts, or none."""
     _, counts = np.unique(y_train, return_counts=True)
     if counts.min() < 3:

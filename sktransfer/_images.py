@@ -100,6 +100,15 @@ class ImageSet:
         return [hashlib.sha1(_item_key(item).encode()).hexdigest() for item in self._items]
 
 
+def take_rows(X, index):
+    """Rows of X in the form the user gave (arrays stay arrays, lists stay lists)."""
+    if isinstance(X, np.ndarray):
+        return X[index]
+    if hasattr(X, "iloc"):
+        return X.iloc[index]
+    return [X[i] for i in index]
+
+
 def check_images(estimator, X, *, reset, image_shape=None):
     """Validate ``X`` for ``estimator`` and return an :class:`ImageSet`.
 

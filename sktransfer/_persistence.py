@@ -27,7 +27,8 @@ SAFE_SKLEARN_CLASSES = {
     "sklearn.svm.LinearSVC",
     "sklearn.svm.SVC",
 }
-SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "PixelFeatures")
+SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "FineTuneClassifierCV",
+                      "PixelFeatures")
 
 
 def save(model, path):

@@ -121,7 +121,7 @@ class FineTuneBase(NetworkEstimator):
             if not warm:
                 self._build_network(resolve_backbone(self.backbone, self.weights))
                 self._resume_from_checkpoint()
-            elif resolve_freeze(self.freeze, self.n_blocks_) != self.n_frozen_:
+            elif resolve_freeze(self._freeze_setting(), self.n_blocks_) != self.n_frozen_:
                 raise ValueError(
                     f"warm_start continues the fitted network, frozen at {self.n_frozen_} "
                     f"blocks; freeze={self.freeze!r} asks for another depth. Fit anew "
@@ -151,12 +151,17 @@ class FineTuneBase(NetworkEstimator):
         self.preprocessing_ = backbone.preprocessing.with_size(self.image_size)
         self.n_blocks_ = len(backbone.block_names)
         self.block_names_ = backbone.block_names
-        self.n_frozen_ = resolve_freeze(self.freeze, self.n_blocks_, backbone.block_names)
+        self.n_frozen_ = resolve_freeze(self._freeze_setting(), self.n_blocks_,
+                                        backbone.block_names)
         self._block_shapes = block_output_shapes(backbone.blocks, self.preprocessing_)
         width = pooled_width(self._block_shapes[-1])
         self._model = TransferNet(backbone.blocks, width, self._n_outputs(), self.n_frozen_)
         self._model.to(memory_format=torch.channels_last)
         self._feature_names_out = [f"{self.block_names_[-1]}_avg{i}" for i in range(width)]
+
+    def _freeze_setting(self):
+        """The ``freeze`` the network is built with (a search sets its chosen one)."""
+        return self.freeze
 
     def _resume_from_checkpoint(self):
         """With warm_start and a checkpoint from an earlier fit, start from its weights."""
@@ -180,11 +185,14 @@ class FineTuneBase(NetworkEstimator):
         # very model that training through them does.
         frozen = (Inference(model.blocks[:start].eval().to(device), device, precision)
                   if start else None)
-        trunk = self._frozen_trunk(frozen, model.blocks)
-        inputs = trunk.inputs(images, start)
+        given = getattr(self, "_given_trunk_inputs", {})  # a search computed them once
+        if start in given:
+            inputs = given[start]
+        else:
+            inputs = self._frozen_trunk(frozen, model.blocks).inputs(images, start)
         if inputs is None:
             start = 0
-            inputs = trunk.inputs(images, 0)
+            inputs = self._frozen_trunk(frozen, model.blocks).inputs(images, 0)
         model.input_block = start
 
         def make(index, augment):
@@ -262,10 +270,18 @@ class FineTuneBase(NetworkEstimator):
     def _head_outputs(self, X):
         """The head's raw outputs (logits) for ``X``, as a float64 tensor."""
         check_is_fitted(self)
-        features = torch.from_numpy(self.transform(X))
+        return self._apply_head(self.transform(X))
+
+    def _head_outputs_from_trunk(self, inputs, start):
+        """The head's outputs for precomputed inputs of block ``start`` (a search's scoring)."""
+        trunk = self._frozen_trunk(self._inference_for_call(), self._fitted_blocks())
+        return self._apply_head(trunk.top_features(inputs, start))
+
+    def _apply_head(self, features):
         head = self.net_.module_.head
         with torch.inference_mode():
-            outputs = torch.nn.functional.linear(features, head.weight.detach().cpu().float(),
+            outputs = torch.nn.functional.linear(torch.as_tensor(features),
+                                                 head.weight.detach().cpu().float(),
                                                  head.bias.detach().cpu().float())
         return outputs.double()
 

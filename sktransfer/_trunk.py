@@ -60,26 +60,56 @@ class FrozenTrunk:
 
     def inputs(self, images, start):
         """All images' inputs to block ``start`` as one tensor, or None past the budget."""
-        shape = self.input_shape(start)
-        if len(images) * int(np.prod(shape)) * 4 > MAX_CACHED_BYTES:
-            return None
-        if start == 0:
-            return torch.cat([batch for _, batch in images.batches(self.batch_size,
-                                                                    self.preprocessing)])
+        return self.inputs_at(images, [start])[start]
+
+    def inputs_at(self, images, starts):
+        """Inputs to each of the blocks ``starts``, from one pass through the blocks.
+
+        Returns
+        -------
+        dict of int to (torch.Tensor or None)
+            None for every start when they would not all fit in the memory budget.
+        """
+        starts = sorted(set(starts))
+        n_blocks = len(self.block_shapes)
+        # what one pass stores per image: the maps below each start (pooled alone for
+        # a single start at the top, as the disk cache keeps them)
+        stored = {s: (self.input_shape(s) if s < n_blocks or len(starts) == 1
+                      else self.block_shapes[-1]) for s in starts}
+        if len(images) * sum(int(np.prod(shape)) for shape in stored.values()) * 4 > MAX_CACHED_BYTES:
+            return {s: None for s in starts}
+        result = {}
+        if 0 in starts:
+            result[0] = torch.cat([batch for _, batch in images.batches(self.batch_size,
+                                                                         self.preprocessing)])
+        deeper = [s for s in starts if s > 0]
+        if not deeper:
+            return result
+        single_pooled = len(starts) == 1 and deeper[0] == n_blocks
 
         def extract(subset):
             return stream_features(
-                self.inference, subset, layers=[start - 1],
-                pooling="avg" if start == len(self.block_shapes) else None,
+                self.inference, subset, layers=[s - 1 for s in deeper],
+                pooling="avg" if single_pooled else None,
                 preprocessing=self.preprocessing, batch_size=self.batch_size, progress=False)
 
         if self.memory is None:
             rows = extract(images)
         else:
-            setting = ("frozen", weights_digest(self.fitted_blocks[:start]), start,
+            key = deeper[0] if len(deeper) == 1 else tuple(deeper)
+            setting = ("frozen", weights_digest(self.fitted_blocks[:max(deeper)]), key,
                        self.preprocessing, self.inference.precision)
             rows = cached_rows(images, extract, memory=self.memory, setting=setting)
-        return torch.from_numpy(rows).reshape(len(images), *shape)
+        offset = 0
+        for start in deeper:
+            width = int(np.prod(stored[start]))
+            block = torch.from_numpy(rows[:, offset:offset + width])
+            offset += width
+            block = block.reshape(len(images), *stored[start])
+            if start == n_blocks and not single_pooled:
+                block = pool_features(block, "avg")
+            result[start] = block
+        return result
 
     def top_features(self, inputs, start):
         """Pooled output of the last block, running blocks ``start`` and up on ``inputs``."""

@@ -5,9 +5,18 @@ import csv
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from sktransfer import compare
+from sktransfer import backbone_blocks, compare, write_report
+from sktransfer._compare import (
+    MIN_STEPS_PER_EPOCH,
+    RESULT_COLUMNS,
+    _methods,
+    feature_method_name,
+    study_settings,
+)
+from sktransfer._report import plot_accuracy, plot_learning_curve, reading
 from sktransfer.cli import main
 from sktransfer.datasets import load_digits_images, load_image_folder
 
@@ -84,8 +93,6 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
 
 
 def test_compare_learning_curve(stripes, tmp_path):
-    from sktransfer import write_report
-
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
                       labels_per_class=(3, "all"), kinds=("pixels", "finetune"),
@@ -108,25 +115,145 @@ def test_compare_rejects_bad_input(stripes):
         compare(X, y, kinds=("magic",))
 
 
-def test_cli_extract_finetune_predict_backbones(image_folder, tmp_path, capsys):
-    features = tmp_path / "features.npz"
-    assert main(["extract", str(image_folder), "-o", str(features), "--image-size", "32",
-                 "--layer", "blocks.2", "--device", "cpu"]) == 0
-    with np.load(features) as saved:
-        assert saved["features"].shape == (40, 40) and len(saved["paths"]) == 40
-    model = tmp_path / "model.joblib"
-    assert main(["finetune", str(image_folder), "--freeze", "all", "--image-size", "32",
-                 "--max-epochs", "2", "-o", str(model), "--device", "cpu"]) == 0
-    predictions = tmp_path / "predictions.csv"
-    assert main(["predict", str(model), str(image_folder), "-o", str(predictions)]) == 0
-    with open(predictions) as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 40 and {r["label"] for r in rows} <= {"horizontal", "vertical"}
-    assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)
-    capsys.readouterr()
+@pytest.mark.parametrize("bad, meant", [
+    ("folds", "n_splits"), ("seed", "random_state"), ("max_epoch", "max_epochs"),
+    ("backbon", "backbone"),
+])
+def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
+    X, y = stripes
+    with pytest.raises(TypeError, match=rf"'{bad}' \(did you mean '{meant}'\?\)") as error:
+        compare(X, y, quick=True, kinds=("pixels",), progress=False, **{bad: 2})
+    valid = str(error.value).split("Valid settings: ")[1]
+    assert {"n_splits", "random_state", "max_epochs", "kinds"} <= set(valid.rstrip(".").split(", "))
+    assert study_settings(random_state=7).random_state == 7
+
+
+def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
+    X, y = stripes
+    results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
+                      kinds=("pixels", "features", "finetune"), freeze=("all",),
+                      random_state=1, device="cpu", progress=False)
+    blocks = backbone_blocks("efficientnet_lite0", image_size=32)
+    features = results.loc[results["kind"] == "features", "method"].tolist()
+    assert features == [f"frozen features of block {blocks[-1].name} + logistic regression"]
+    assert results["frozen_blocks"].dtype == "Int64"
+    assert results.loc[results["kind"] == "finetune", "frozen_blocks"].tolist() == [len(blocks)]
+    assert results.loc[results["kind"] != "finetune", "frozen_blocks"].isna().all()
+    files = write_report(results, tmp_path)
+    with open(files["csv"]) as f:
+        depths = {row["kind"]: row["frozen_blocks"] for row in csv.DictReader(f)}
+    assert depths == {"pixels": "", "features": "", "finetune": str(len(blocks))}
+    report = files["report"].read_text()
+    assert f"frozen features of block {blocks[-1].name}" in report
+    assert "nan" not in report and f"{len(blocks)}.0" not in report
+
+
+def test_scratch_row_takes_enough_steps_and_keeps_the_last_epoch(tmp_path):
+    """A random network's BatchNorm statistics need many steps before eval mode works.
+
+    With the quick preset's batches of 64, 200 images made 3-4 steps per epoch: the
+    eval-mode validation loss rose from epoch 1 on while the training loss fell, and
+    early stopping kept epoch 1, a network scoring at chance.
+    """
+    plan = study_settings(True, image_size=32, max_epochs=2, kinds=("scratch",), device="cpu")
+    n_blocks = len(backbone_blocks(plan.backbone, image_size=32))
+    [(_, _, _, make)] = _methods(plan, n_blocks, str(tmp_path))
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(200) % 2
+    clf = make(y).fit(X, y)
+    batch_norm = next(m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert batch_norm.num_batches_tracked >= MIN_STEPS_PER_EPOCH * plan.max_epochs
+    assert clf.best_epoch_ == plan.max_epochs == len(clf.history_)
+    # A random network has no pretrained bottom blocks to protect with smaller rates.
+    assert len({group["lr"] for group in clf.net_.optimizer_.param_groups}) == 1
+
+
+def _results(*rows):
+    """A results table as compare returns it, from (kind, method, freeze, labels, accuracy, std)."""
+    depth = {"all": 9, 6: 6, 0: 0}
+    return pd.DataFrame([
+        {"kind": kind, "method": method, "freeze": freeze, "labels_per_class": labels,
+         "accuracy": accuracy, "accuracy_std": std, "fit_seconds": 1.0, "predict_seconds": 0.1,
+         "n_train": 100, "n_test": 50, "frozen_blocks": depth.get(freeze)}
+        for kind, method, freeze, labels, accuracy, std in rows
+    ], columns=RESULT_COLUMNS)
+
+
+def _study(labels=(5, 20, "all"), depths=("all", 6, 0)):
+    rows = []
+    for i, count in enumerate(labels):
+        rows += [("pixels", "pixels + logistic regression", None, count, 0.41 + i / 10, 0.05),
+                 ("pixels", "pixels + RBF SVC", None, count, 0.43 + i / 10, 0.06),
+                 ("features", feature_method_name("conv_head"), None, count, 0.61 + i / 10, 0.04),
+                 ("scratch", "train from random weights", 0, count, 0.35 + i / 10, 0.03)]
+        rows += [("finetune", "fine-tune", d, count, 0.55 + i / 10 + j / 50, 0.08)
+                 for j, d in enumerate(depths)]
+    return _results(*rows)
+
+
+def test_learning_curve_labels_only_the_chosen_counts(tmp_path):
+    figure = plot_learning_curve(_study(labels=(3, 10, 20, "all")), tmp_path / "curve.png")
+    figure.draw_without_rendering()
+    axis = figure.axes[0].xaxis
+    assert _shown(axis.get_majorticklabels()) == ["3", "10", "20", "all"]
+    assert _shown(axis.get_minorticklabels()) == []
+
+
+def _shown(tick_labels):
+    return [t.get_text() for t in tick_labels if t.get_visible() and t.get_text()]
+
+
+def test_every_method_has_its_own_colour(tmp_path):
+    results = _study()
+    curve = plot_learning_curve(results, tmp_path / "curve.png")
+    handles, labels = curve.axes[0].get_legend_handles_labels()
+    colours = {label: handle.lines[0].get_color() for handle, label in zip(handles, labels)}
+    assert len(labels) == 7 and len({str(c) for c in colours.values()}) == 7
+    bars = plot_accuracy(results, tmp_path / "accuracy.png").axes[0]
+    names = [t.get_text() for t in bars.get_yticklabels()]
+    fills = {name: patch.get_facecolor() for name, patch in zip(names, bars.patches)}
+    assert fills["pixels + logistic regression"] != fills["pixels + RBF SVC"]
+    assert len(set(fills.values())) == len(fills)
+
+
+def test_value_labels_clear_the_error_bars(tmp_path):
+    results = _study(labels=("all",))
+    figure = plot_accuracy(results, tmp_path / "accuracy.png")
+    figure.draw_without_rendering()
+    bars = figure.axes[0]
+    to_data = bars.transData.inverted()
+    accuracy = dict(zip(results["accuracy"].map("{:.3f}".format), results["accuracy"]))
+    spread = dict(zip(results["accuracy"].map("{:.3f}".format), results["accuracy_std"]))
+    assert len(bars.texts) == len(results)
+    for text in bars.texts:
+        box = text.get_window_extent().transformed(to_data)
+        value = text.get_text()
+        assert box.x0 > accuracy[value] + spread[value] or box.x1 < accuracy[value] - spread[value]
+        assert box.x1 <= bars.get_xlim()[1]
+
+
+@pytest.mark.parametrize("depths, ranked", [(("all",), False), (("all", 0), True)])
+def test_reading_ranks_depths_only_when_there_are_several(depths, ranked):
+    text = reading(_study(labels=("all",), depths=depths))
+    assert ("was worst" in text) == ranked
+    assert ("freeze=0 was best" in text and "freeze=all was worst" in text) == ranked
+    assert "block conv_head" in text
+
+
+def test_report_prints_depths_as_integers(tmp_path):
+    # As a table read back from CSV: pandas holds depths beside blanks as floats.
+    results = _study(labels=("all",)).astype({"frozen_blocks": float})
+    files = write_report(results, tmp_path)
+    lines = files["csv"].read_text().splitlines()
+    assert lines[0].endswith(",frozen_blocks")
+    assert sorted(line.rsplit(",", 1)[1] for line in lines[1:]) == ["", "", "", "0", "0", "6", "9"]
+    report = files["report"].read_text()
+    assert "| 9 |" in report and "9.0" not in report and "nan" not in report
+
+
+def test_cli_backbones_lists_names_and_blocks(capsys):
     assert main(["backbones", "resnet18"]) == 0
     assert "layer4" in capsys.readouterr().out
     assert main(["backbones"]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out
-    assert main(["predict", str(tmp_path / "nope.joblib"), str(image_folder)]) == 2
-    assert "Model file not found" in capsys.readouterr().err

@@ -24,10 +24,10 @@ LAYERS = {
     "_transfer_net": 3, "_trunk": 3, "_training": 3, "_base": 3,
     # 4: estimators
     "_features": 4, "_pixels": 4, "_trainable": 4,
-    "_finetune": 5,
+    "_finetune": 5, "_finetune_cv": 6,
     # 6: what uses the estimators
-    "_compare": 6, "_probe": 6,
-    "__main__": 7,
+    "_compare": 7, "_probe": 6,
+    "__main__": 8,
 }
 
 

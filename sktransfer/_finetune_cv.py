@@ -1,0 +1,259 @@
+"""How deep to freeze, chosen by cross-validation, with the frozen trunk computed once."""
+
+import time
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import _fit_context
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import Interval
+
+from ._backbones import resolve_backbone
+from ._base import NETWORK_PARAMETER_DOCS, with_parameter_docs
+from ._finetune import FineTuneClassifier
+from ._images import take_rows
+from ._device import resolve_precision
+from ._inference import Inference, block_output_shapes, inference_batch_size
+from ._trainable import TRAINING_PARAMETER_DOCS
+from ._transfer_net import resolve_freeze
+from ._trunk import FrozenTrunk
+
+#: Default candidate depths: everything frozen, three quarters, half, a quarter, none.
+DEFAULT_FREEZES = ("all", 0.75, 0.5, 0.25, 0)
+
+
+@with_parameter_docs(NETWORK_PARAMETER_DOCS, TRAINING_PARAMETER_DOCS)
+class FineTuneClassifierCV(FineTuneClassifier):
+    """A :class:`FineTuneClassifier` whose freeze depth is chosen by cross-validation.
+
+    In the spirit of ``LogisticRegressionCV``: ``fit`` scores every candidate depth on
+    every fold and refits the best depth on all the data. It gives the same
+    ``cv_results_`` as ``GridSearchCV(FineTuneClassifier(), {"freeze": freezes})``,
+    faster: without augmentation the frozen trunk is computed **once** for all depths
+    and folds (one pass through the blocks yields the input of every candidate's first
+    trainable block), and each fold and depth trains and scores only its trainable top.
+
+    Parameters
+    ----------
+    {backbone}
+    {weights}
+    freezes : sequence of int, float or "all", default=("all", 0.75, 0.5, 0.25, 0)
+        Candidate depths: as ``freeze`` of :class:`FineTuneClassifier`, or a float in
+        [0, 1] for that fraction of the backbone's blocks.
+    cv : int or cross-validation splitter, default=5
+        An int gives stratified folds (unshuffled, as ``GridSearchCV`` does).
+    scoring : str or callable, default=None
+        None scores accuracy, from the trunk computed once; any scikit-learn scorer
+        runs each fold's model on its test images.
+    n_jobs : int, default=None
+        Fold and depth fits run in parallel.
+    {lr}
+    {layer_lr_decay}
+    {optimizer}
+    {weight_decay}
+    {max_epochs}
+    {batch_size}
+    {early_stopping}
+    {patience}
+    {validation_fraction}
+    {augment}
+        With augmentation nothing can be shared: each fit runs the whole network.
+    class_weight : None, "balanced" or dict, default=None
+    {image_size}
+    {image_shape}
+    {device}
+    {random_state}
+    {verbose}
+    {progress}
+    {memory}
+    precision : {"fp32", "bf16"}, default="fp32"
+
+    Attributes
+    ----------
+    freeze_ : int or str
+        The chosen candidate, as given in ``freezes``.
+    best_score_ : float
+    best_index_ : int
+    cv_results_ : dict
+        With ``GridSearchCV``'s keys: ``params``, ``param_freeze``,
+        ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
+        ``rank_test_score``, ``mean_fit_time``, ... (``pandas.DataFrame`` takes it).
+    n_frozen_, classes_, net_, history_, best_epoch_ : as in :class:`FineTuneClassifier`
+        Of the model refitted on all the data at the chosen depth.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import FineTuneClassifierCV
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 12)
+    >>> search = FineTuneClassifierCV("resnet18", weights=None, freezes=["all", 3],
+    ...                               image_size=32, max_epochs=1, cv=2, random_state=0)
+    >>> search.fit(X, y).freeze_ in ("all", 3)
+    True
+    """
+
+    _parameter_constraints = {
+        **{k: v for k, v in FineTuneClassifier._parameter_constraints.items()
+           if k not in ("freeze", "warm_start", "checkpoint")},
+        "freezes": ["array-like"],
+        "cv": ["cv_object"],
+        "scoring": [None, str, callable],
+        "n_jobs": [None, Integral],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet",
+                 freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, lr=1e-3,
+                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
+                 batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
+                 augment=None, class_weight=None, image_size=None, image_shape=None,
+                 device="auto", random_state=None, verbose=0, progress="auto", memory=None,
+                 precision="fp32"):
+        self.backbone = backbone
+        self.weights = weights
+        self.freezes = freezes
+        self.cv = cv
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.lr = lr
+        self.layer_lr_decay = layer_lr_decay
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.augment = augment
+        self.class_weight = class_weight
+        self.image_size = image_size
+        self.image_shape = image_shape
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.progress = progress
+        self.memory = memory
+        self.precision = precision
+
+    # FineTuneClassifier's parameters that a search does not take: fixed here.
+    warm_start = False
+    checkpoint = None
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Score every depth on every fold, then refit the best depth on all the data.
+
+        Parameters
+        ----------
+        X : images
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : FineTuneClassifierCV
+        """
+        images, device = self._check_runtime(X)
+        self._encode_targets(y, len(images), warm=False)  # checks y once, for a clear error
+        y = np.asarray(y)
+        backbone = resolve_backbone(self.backbone, self.weights)
+        n_blocks = len(backbone.block_names)
+        candidates = self._candidates(n_blocks, backbone.block_names)
+        depths = [depth for _, depth in candidates]
+        shared = self._shared_inputs(images, backbone, sorted(set(depths)), device)
+        splits = list(check_cv(self.cv, y, classifier=True).split(np.zeros(len(y)), y))
+        jobs = [(index, depth, fold, train, test) for fold, (train, test) in enumerate(splits)
+                for index, (_, depth) in enumerate(candidates)]
+        outcomes = Parallel(n_jobs=self.n_jobs)(
+            delayed(self._fit_and_score)(X, y, depth, train, test, shared)
+            for _, depth, _, train, test in jobs)
+        self.cv_results_ = self._results(candidates, jobs, outcomes, len(splits))
+        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
+        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.freeze_ = candidates[self.best_index_][0]
+        self._n_frozen_chosen = depths[self.best_index_]
+        self._given_trunk_inputs = {d: t for d, t in shared.items() if d == self._n_frozen_chosen}
+        try:
+            return self._fit(X, y, epochs=self.max_epochs, warm=False)
+        finally:
+            self.__dict__.pop("_given_trunk_inputs", None)
+
+    def _freeze_setting(self):
+        return self._n_frozen_chosen
+
+    def _target_state(self):
+        return {**super()._target_state(), "freeze_": self.freeze_,
+                "n_frozen_chosen": self._n_frozen_chosen, "best_score_": self.best_score_,
+                "best_index_": self.best_index_}
+
+    def _set_target_state(self, description):
+        super()._set_target_state(description)
+        self.freeze_, self._n_frozen_chosen = description["freeze_"], description["n_frozen_chosen"]
+        self.best_score_, self.best_index_ = description["best_score_"], description["best_index_"]
+
+    def _candidates(self, n_blocks, block_names):
+        """(as given, number of frozen blocks) for each candidate, in order."""
+        candidates = []
+        for freeze in self.freezes:
+            if isinstance(freeze, float) and 0 <= freeze <= 1:
+                depth = int(round(freeze * n_blocks))
+            else:
+                depth = resolve_freeze(freeze, n_blocks, block_names)
+            candidates.append((freeze, depth))
+        if not candidates:
+            raise ValueError("freezes is empty: give at least one candidate depth.")
+        return candidates
+
+    def _shared_inputs(self, images, backbone, depths, device):
+        """Every candidate's trunk inputs for all images, from one pass (None: not shared)."""
+        if self.augment is not None:
+            return {}
+        preprocessing = backbone.preprocessing.with_size(self.image_size)
+        blocks = backbone.blocks.eval().to(device)
+        shapes = block_output_shapes(blocks, preprocessing)
+        # As each fold's FineTuneClassifier computes its own: the pretrained blocks, in
+        # eval mode, at its precision and inference batch size.
+        precision = resolve_precision(device, self.precision, warn=False)
+        trunk = FrozenTrunk(Inference(blocks, device, precision), blocks, block_shapes=shapes,
+                            preprocessing=preprocessing, memory=self.memory,
+                            batch_size=inference_batch_size("auto", preprocessing.input_size))
+        inputs = trunk.inputs_at(images, depths)
+        return {depth: tensor for depth, tensor in inputs.items() if tensor is not None}
+
+    def _fit_and_score(self, X, y, depth, train, test, shared):
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("freezes", "cv", "scoring", "n_jobs")}
+        model = FineTuneClassifier(**params, freeze=depth)
+        model._given_trunk_inputs = {depth: shared[depth][train]} if depth in shared else {}
+        start = time.perf_counter()
+        model.fit(take_rows(X, train), y[train])
+        model.__dict__.pop("_given_trunk_inputs", None)
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        if self.scoring is None and depth in shared:
+            logits = model._head_outputs_from_trunk(shared[depth][test], depth)
+            score = float(np.mean(model.classes_[logits.argmax(1).numpy()] == y[test]))
+        else:
+            score = float(check_scoring(model, self.scoring)(model, take_rows(X, test), y[test]))
+        return fit_time, time.perf_counter() - start, score
+
+    def _results(self, candidates, jobs, outcomes, n_splits):
+        from scipy.stats import rankdata
+
+        scores = np.empty((len(candidates), n_splits))
+        fit_times, score_times = np.empty_like(scores), np.empty_like(scores)
+        for (index, _, fold, _, _), (fit_time, score_time, score) in zip(jobs, outcomes):
+            scores[index, fold], fit_times[index, fold], score_times[index, fold] = \
+                score, fit_time, score_time
+        results = {"params": [{"freeze": freeze} for freeze, _ in candidates],
+                   "param_freeze": np.ma.MaskedArray([f for f, _ in candidates], dtype=object)}
+        for fold in range(n_splits):
+            results[f"split{fold}_test_score"] = scores[:, fold]
+        results.update(mean_test_score=scores.mean(1), std_test_score=scores.std(1),
+                       rank_test_score=rankdata(-scores.mean(1), method="min").astype(np.int32),
+                       mean_fit_time=fit_times.mean(1), std_fit_time=fit_times.std(1),
+                       mean_score_time=score_times.mean(1), std_score_time=score_times.std(1))
+        return results

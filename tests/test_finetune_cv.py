@@ -1,0 +1,57 @@
+"""FineTuneClassifierCV: the same choice as GridSearchCV over freeze, the trunk run once."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+import sktransfer
+from sktransfer import FineTuneClassifier, FineTuneClassifierCV
+
+from ._helpers import CountImages, counting_cnn
+
+SETTINGS = dict(image_size=16, max_epochs=3, batch_size=8, lr=0.01, device="cpu",
+                random_state=0, progress=False)
+FREEZES = ["all", 2, 1]
+
+
+def test_same_results_as_grid_search_over_the_same_depths_and_folds(stripes):
+    X, y = stripes
+    cv = StratifiedKFold(3)
+    search = FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=cv, **SETTINGS).fit(X, y)
+    grid = GridSearchCV(FineTuneClassifier(counting_cnn(), **SETTINGS), {"freeze": FREEZES},
+                        cv=cv).fit(X, y)
+    for key in ["split0_test_score", "split1_test_score", "split2_test_score",
+                "mean_test_score", "rank_test_score"]:
+        np.testing.assert_allclose(search.cv_results_[key], grid.cv_results_[key], atol=1e-12)
+    assert search.freeze_ == grid.best_params_["freeze"]
+    assert search.best_score_ == pytest.approx(grid.best_score_)
+    assert list(pd.DataFrame(search.cv_results_)["param_freeze"]) == FREEZES
+    refit = grid.best_estimator_
+    np.testing.assert_allclose(search.predict_proba(X), refit.predict_proba(X), atol=1e-5)
+
+
+def test_the_trunk_runs_once_for_all_depths_and_folds(stripes):
+    X, y = stripes
+    CountImages.seen = []
+    FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=3, **SETTINGS).fit(X, y)
+    assert sum(CountImages.seen) == len(X)  # 3 depths x 3 folds + the refit: one pass
+    CountImages.seen = []
+    GridSearchCV(FineTuneClassifier(counting_cnn(), **SETTINGS), {"freeze": FREEZES},
+                 cv=3).fit(X, y)
+    assert sum(CountImages.seen) > 9 * len(X) * 2 / 3  # each fit its own pass
+
+
+def test_fitted_search_predicts_pickles_and_saves(stripes, tmp_path):
+    import pickle
+
+    X, y = stripes
+    search = FineTuneClassifierCV("resnet18", weights=None, freezes=["all", 4],
+                                  cv=2, **SETTINGS).fit(X, y)
+    assert search.n_frozen_ == {"all": 5, 4: 4}[search.freeze_]
+    proba = search.predict_proba(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(search)).predict_proba(X), proba)
+    sktransfer.save(search, tmp_path / "search.safetensors")
+    loaded = sktransfer.load(tmp_path / "search.safetensors")
+    assert loaded.freeze_ == search.freeze_ and loaded.n_frozen_ == search.n_frozen_
+    np.testing.assert_array_equal(loaded.predict_proba(X), proba)
