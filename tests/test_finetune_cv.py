@@ -55,3 +55,16 @@ def test_fitted_search_predicts_pickles_and_saves(stripes, tmp_path):
     loaded = sktransfer.load(tmp_path / "search.safetensors")
     assert loaded.freeze_ == search.freeze_ and loaded.n_frozen_ == search.n_frozen_
     np.testing.assert_array_equal(loaded.predict_proba(X), proba)
+
+
+def test_no_test_fold_leaks_into_the_fold_models(stripes):
+    """Random labels: a head that memorizes its training images scores near chance on
+    the test folds, unless the test folds were trained on."""
+    X, _ = stripes
+    y = np.random.default_rng(0).permutation(np.array(["a", "b"] * 20))
+    search = FineTuneClassifierCV(counting_cnn(), freezes=[1], cv=4, image_size=16,
+                                  max_epochs=40, batch_size=8, lr=0.01, layer_lr_decay=1.0,
+                                  early_stopping=False, device="cpu", random_state=0,
+                                  progress=False).fit(X, y)
+    assert search.score(X, y) >= 0.9  # the refit memorized its (all) training images...
+    assert search.best_score_ <= 0.7  # ...but no fold model had seen its test images
