@@ -1,4 +1,4 @@
-"""The ``sktransfer`` command: compare, extract, finetune, predict, backbones.
+"""The ``sktransfer`` command: compare, extract, finetune, predict, probe, backbones.
 
 Imports of torch and the estimators wait until a command runs, so that ``--help``
 answers at once.
@@ -134,6 +134,24 @@ def _parser():
     predict.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                          help=ON_ERROR_HELP)
     predict.set_defaults(run=_predict)
+
+    probe = commands.add_parser(
+        "probe", help="which layer transfers: a linear probe on every block, table and plot",
+        description="Cross-validate a standardized logistic regression on the pooled "
+                    "features of every block of the backbone (one forward pass per image) "
+                    "and on raw pixels; write probe.csv and layers.png. A diagnostic for "
+                    "choosing 'extract --layer': it looks at every fold.")
+    probe.add_argument("data", nargs="?", help=DATA_HELP)
+    probe.add_argument("-o", "--output", default="sktransfer-probe",
+                       help="output folder, created if missing (default: %(default)s)")
+    _network_options(probe)
+    probe.add_argument("--n-splits", "--folds", type=_positive_int, default=5, dest="n_splits",
+                       help="stratified cross-validation folds (default: %(default)s)")
+    probe.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
+                       help="seed of the folds (default: %(default)s)")
+    probe.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                       help=ON_ERROR_HELP)
+    probe.set_defaults(run=_probe)
 
     backbones = commands.add_parser(
         "backbones", help="list backbones, or the blocks of one",
@@ -387,6 +405,22 @@ def _is_safetensors(head, size):
         return False
     header_length = int.from_bytes(head[:8], "little")
     return 0 < header_length <= size - 8 and head[8:9] == b"{"
+
+
+def _probe(args):
+    from ._probe import plot_layer_probe, probe_layers
+    from .datasets import load_data
+
+    out = _writable_folder(args.output)
+    X, y = load_data(args.data, on_error=args.on_error)
+    table = probe_layers(X, y, cv=args.n_splits, random_state=args.random_state,
+                         **_network_params(args))
+    table.to_csv(out / "probe.csv", index=False)
+    plot_layer_probe(table, out / "layers.png")
+    print(table.round(3).to_string(index=False))
+    if "pixels" in table.attrs:
+        print(f"raw pixels: {table.attrs['pixels'][0]:.3f}")
+    print(f"wrote {out / 'probe.csv'}, {out / 'layers.png'}")
 
 
 def _backbones(args):

@@ -174,3 +174,14 @@ def test_help_answers_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip().endswith("False")
+
+
+def test_probe_writes_the_table_and_the_plot(image_folder, tmp_path, capsys):
+    out = tmp_path / "probe"
+    assert main(["probe", str(image_folder), *NETWORK, "--n-splits", "2", "-o", str(out)]) == 0
+    table = np.genfromtxt(out / "probe.csv", delimiter=",", names=True, dtype=None,
+                          encoding=None)
+    assert table["name"].tolist() == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert ((table["accuracy_mean"] >= 0) & (table["accuracy_mean"] <= 1)).all()
+    assert (out / "layers.png").stat().st_size > 10_000
+    assert "raw pixels" in capsys.readouterr().out
