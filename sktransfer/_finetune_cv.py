@@ -8,13 +8,14 @@ from joblib import Parallel, delayed
 from sklearn.base import _fit_context
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
 
 from ._backbones import resolve_backbone
 from ._base import NETWORK_PARAMETER_DOCS, with_parameter_docs
+from ._device import resolve_precision
 from ._finetune import FineTuneClassifier
 from ._images import take_rows
-from ._device import resolve_precision
 from ._inference import Inference, block_output_shapes, inference_batch_size
 from ._trainable import TRAINING_PARAMETER_DOCS
 from ._transfer_net import resolve_freeze
@@ -142,6 +143,10 @@ class FineTuneClassifierCV(FineTuneClassifier):
     # FineTuneClassifier's parameters that a search does not take: fixed here.
     warm_start = False
     checkpoint = None
+
+    @available_if(lambda self: False)
+    def partial_fit(self, X, y, classes=None):
+        """Not offered: a search fits its candidates anew, as ``GridSearchCV`` does."""
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):

@@ -68,3 +68,8 @@ def test_no_test_fold_leaks_into_the_fold_models(stripes):
                                   progress=False).fit(X, y)
     assert search.score(X, y) >= 0.9  # the refit memorized its (all) training images...
     assert search.best_score_ <= 0.7  # ...but no fold model had seen its test images
+
+
+def test_a_search_offers_no_partial_fit():
+    assert not hasattr(FineTuneClassifierCV(), "partial_fit")
+    assert hasattr(FineTuneClassifier(), "partial_fit")
