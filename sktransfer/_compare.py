@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ._backbones import backbone_blocks
 from ._features import CNNFeatureExtractor
 from ._finetune import FineTuneClassifier
-from ._images import read_images
+from ._images import read_images, take_rows
 from ._pixels import PixelFeatures
 from ._transfer_net import resolve_freeze
 
@@ -159,10 +159,10 @@ def compare(X, y, *, quick=False, progress=True, **settings):
                     train = _subsample(y, train, labels_per_class, plan.random_state + fold)
                     model = make(y[train])
                     start = time.perf_counter()
-                    model.fit(_take(X, train), y[train])
+                    model.fit(take_rows(X, train), y[train])
                     fit_times.append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    predicted = model.predict(_take(X, test))
+                    predicted = model.predict(take_rows(X, test))
                     predict_times.append(time.perf_counter() - start)
                     scores.append(float(np.mean(predicted == y[test])))
                     n_train.append(len(train))
@@ -254,12 +254,3 @@ def _subsample(y, train, labels_per_class, seed):
         members = train[y[train] == label]
         keep.extend(rng.permutation(members)[:labels_per_class])
     return np.sort(np.asarray(keep))
-
-
-def _take(X, index):
-    """Rows of X in the form the user gave (arrays stay arrays, lists stay lists)."""
-    if isinstance(X, np.ndarray):
-        return X[index]
-    if hasattr(X, "iloc"):
-        return X.iloc[index]
-    return [X[i] for i in index]

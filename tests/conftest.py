@@ -57,3 +57,19 @@ def stripes():
         X.append(np.clip(image, 0, 255))
         y.append("h" if horizontal else "v")
     return np.asarray(X).astype(np.uint8), np.asarray(y)
+
+
+@pytest.fixture
+def image_folder(tmp_path, stripes):
+    """horizontal/ and vertical/ class folders of 20 PNG or JPEG images each, and a text
+    file that image readers must skip."""
+    from PIL import Image
+
+    X, y = stripes
+    root = tmp_path / "images"
+    for i, (image, label) in enumerate(zip(X, y)):
+        folder = root / ("horizontal" if label == "h" else "vertical")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:02d}{'.png' if i % 3 else '.jpg'}")
+    (root / "horizontal" / "notes.txt").write_text("not an image, skipped")
+    return root

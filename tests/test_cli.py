@@ -19,18 +19,6 @@ from ._helpers import tiny_cnn
 NETWORK = ["--backbone", "resnet18", "--weights", "none", "--image-size", "16", "--device", "cpu"]
 
 
-@pytest.fixture
-def image_folder(tmp_path, stripes):
-    """horizontal/ and vertical/ class folders of 20 PNG or JPEG images each."""
-    X, y = stripes
-    root = tmp_path / "images"
-    for i, (image, label) in enumerate(zip(X, y)):
-        folder = root / ("horizontal" if label == "h" else "vertical")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:02d}{'.png' if i % 3 else '.jpg'}")
-    return root
-
-
 def truncate_one_jpeg(folder):
     path = sorted(folder.rglob("*.jpg"))[0]
     Image.fromarray(np.full((256, 256, 3), 90, np.uint8)).save(path, quality=95)

@@ -24,19 +24,6 @@ FAST = ["--image-size", "32", "--max-epochs", "2", "--folds", "2", "--freeze", "
         "--device", "cpu"]
 
 
-@pytest.fixture
-def image_folder(tmp_path, stripes):
-    """A class folder per label: 20 horizontal-stripe and 20 vertical-stripe PNGs and JPEGs."""
-    X, y = stripes
-    root = tmp_path / "images"
-    for i, (image, label) in enumerate(zip(X, y)):
-        folder = root / ("horizontal" if label == "h" else "vertical")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:02d}{'.png' if i % 3 else '.jpg'}")
-    (root / "horizontal" / "notes.txt").write_text("not an image, skipped")
-    return root
-
-
 def test_load_image_folder(image_folder):
     X, y = load_image_folder(image_folder)
     assert len(X) == 40 and sorted(set(y)) == ["horizontal", "vertical"]
