@@ -255,7 +255,7 @@ def plain_loop(model, images, mean, std, device):
 
 def extraction_speed(device, images, rounds):
     from sktransfer import CNNFeatureExtractor
-    from sktransfer._features import inference_batch_size
+    from sktransfer._inference import inference_batch_size
 
     size = images.shape[1]
     common = dict(image_size=size, device=str(device), progress=False)
