@@ -101,7 +101,7 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
 
     # -- the inference copy ------------------------------------------------------
 
-    def _make_inference_blocks(self):
+    def _make_inference_blocks(self, *, warn=True):
         """Prepare the fitted network for inference, once (at fit and on unpickling).
 
         On the device that ``device`` resolves to, so that transform and predict only
@@ -112,7 +112,8 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         except ValueError:  # unpickled where that device is missing: transform says so
             self._inference = None
             return
-        self._inference = prepare_inference(self._fitted_blocks(), device, self.precision)
+        self._inference = prepare_inference(self._fitted_blocks(), device, self.precision,
+                                            warn=warn)
 
     def _inference_for_call(self):
         """The prepared :class:`Inference`, never modifying the estimator.
@@ -143,13 +144,14 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
     def _transform_images(self, X, extract, setting):
         """``extract(images)``, through the per-image cache when ``memory`` is set.
 
-        ``setting`` is everything besides an image that determines its row.
+        ``setting()`` gives everything besides an image that determines its row; it is
+        called only with a cache (it hashes the weights: not a cost for every predict).
         """
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
         if self.memory is None:
             return extract(images)
-        return cached_rows(images, extract, memory=self.memory, setting=setting)
+        return cached_rows(images, extract, memory=self.memory, setting=setting())
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns of ``transform``: ``<block>_<pooling><i>``.

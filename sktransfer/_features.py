@@ -155,8 +155,10 @@ class CNNFeatureExtractor(NetworkEstimator):
                 batch_size=inference_batch_size(self.batch_size, self.preprocessing_.input_size),
                 progress=self.progress)
 
-        setting = (weights_digest(self.backbone_.blocks), self.layers_, self.pooling,
-                   self.preprocessing_, inference.precision)
+        def setting():
+            return (weights_digest(self.backbone_.blocks), self.layers_, self.pooling,
+                    self.preprocessing_, inference.precision)
+
         return self._transform_images(X, extract, setting)
 
     def _probe_feature_names(self):

@@ -89,10 +89,10 @@ class Inference(NamedTuple):
     precision: str
 
 
-def prepare_inference(blocks, device, precision):
+def prepare_inference(blocks, device, precision, *, warn=True):
     """An :class:`Inference` of a copy of ``blocks`` for ``device`` (see inference_blocks)."""
     return Inference(inference_blocks(blocks, device), device,
-                     resolve_precision(device, precision))
+                     resolve_precision(device, precision, warn=warn))
 
 
 def run_blocks(blocks, batch, layers, pooling):

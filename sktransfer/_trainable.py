@@ -140,7 +140,7 @@ class FineTuneBase(NetworkEstimator):
         self.best_epoch_ = net.best_epoch()
         self.interrupted_ = interrupted
         self._forget_training_data()
-        self._make_inference_blocks()
+        self._make_inference_blocks(warn=False)  # a bf16 fallback was told for training
         if interrupted:
             raise KeyboardInterrupt(
                 f"{type(self).__name__}.fit interrupted after {len(self.history_)} epoch(s); "
@@ -263,8 +263,10 @@ class FineTuneBase(NetworkEstimator):
                 preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
                 progress=self.progress)
 
-        setting = ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
-                   inference.precision)
+        def setting():
+            return ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
+                    inference.precision)
+
         return self._transform_images(X, extract, setting)
 
     def _head_outputs(self, X):

@@ -65,8 +65,7 @@ def _parser():
                               "--quick: 3)")
     compare.add_argument("--random-state", "--seed", type=int, dest="random_state",
                          help="seed of the folds and of training (default: 0)")
-    compare.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                         help=ON_ERROR_HELP)
+    _on_error_option(compare)
     compare.set_defaults(run=_compare)
 
     extract = commands.add_parser(
@@ -86,8 +85,7 @@ def _parser():
                               "'sktransfer backbones NAME' lists them (default: %(default)s)")
     extract.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax"],
                          help="global pooling of the block's map (default: %(default)s)")
-    extract.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                         help=ON_ERROR_HELP)
+    _on_error_option(extract)
     extract.set_defaults(run=_extract)
 
     finetune = commands.add_parser(
@@ -117,8 +115,7 @@ def _parser():
     finetune.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
                           help="seed of the validation split and of training "
                                "(default: %(default)s)")
-    finetune.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                          help=ON_ERROR_HELP)
+    _on_error_option(finetune)
     finetune.set_defaults(run=_finetune)
 
     predict = commands.add_parser(
@@ -131,8 +128,7 @@ def _parser():
     predict.add_argument("--trust-pickle", action="store_true",
                          help="also read pickle/joblib model files. Loading a pickle runs "
                               "code stored in it: only for files from a source you trust")
-    predict.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                         help=ON_ERROR_HELP)
+    _on_error_option(predict)
     predict.set_defaults(run=_predict)
 
     probe = commands.add_parser(
@@ -149,8 +145,7 @@ def _parser():
                        help="stratified cross-validation folds (default: %(default)s)")
     probe.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
                        help="seed of the folds (default: %(default)s)")
-    probe.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                       help=ON_ERROR_HELP)
+    _on_error_option(probe)
     probe.set_defaults(run=_probe)
 
     backbones = commands.add_parser(
@@ -162,6 +157,11 @@ def _parser():
                            help="input size for the strides shown (default: the weights' own)")
     backbones.set_defaults(run=_backbones)
     return parser
+
+
+def _on_error_option(parser):
+    parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                        help=ON_ERROR_HELP)
 
 
 def _network_options(parser, *, precision=True):

@@ -45,8 +45,9 @@ def test_training_in_bf16_falls_back_too(stripes, monkeypatch):
     native_bf16(monkeypatch, False)
     X, y = stripes
     settings = dict(image_size=16, max_epochs=2, device="cpu", random_state=0)
-    with pytest.warns(SlowPrecisionWarning):
+    with pytest.warns(SlowPrecisionWarning) as record:
         bf16 = FineTuneClassifier(tiny_cnn(), precision="bf16", **settings).fit(X, y)
+    assert sum(issubclass(w.category, SlowPrecisionWarning) for w in record) == 1  # told once
     fp32 = FineTuneClassifier(tiny_cnn(), **settings).fit(X, y)
     np.testing.assert_array_equal(bf16.predict_proba(X), fp32.predict_proba(X))
 
