@@ -3,6 +3,8 @@
 import difflib
 import tempfile
 import time
+import warnings
+from collections import namedtuple
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -11,22 +13,29 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from torch import nn
 from tqdm.auto import tqdm
 
-from ._backbones import backbone_blocks
+from ._backbones import resolve_backbone
 from ._features import CNNFeatureExtractor
 from ._finetune import FineTuneClassifier
+from ._finetune_cv import FineTuneClassifierCV
 from ._images import read_images, take_rows
 from ._pixels import PixelFeatures
+from ._probe import PROBE_COLUMNS, block_features, make_probe, score_blocks
 from ._transfer_net import resolve_freeze
+from ._weights import WeightsUnavailableError
 
 KINDS = ("pixels", "features", "finetune", "scratch")
 #: Training from random weights uses batches small enough for this many steps per epoch...
 MIN_STEPS_PER_EPOCH = 10
 #: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
 MIN_SCRATCH_BATCH = 8
-RESULT_COLUMNS = ["kind", "method", "freeze", "labels_per_class", "accuracy", "accuracy_std",
-                  "fit_seconds", "predict_seconds", "n_train", "n_test", "frozen_blocks"]
+RESULT_COLUMNS = ["kind", "method", "backbone", "freeze", "chosen", "labels_per_class",
+                  "accuracy", "accuracy_std", "fit_seconds", "predict_seconds", "n_train",
+                  "n_test", "frozen_blocks"]
+#: The ``freeze`` of the fine-tuning row whose depth an inner cross-validation chooses.
+CHOSEN_BY_CV = "inner CV"
 
 
 @dataclass(frozen=True)
@@ -34,17 +43,21 @@ class StudySettings:
     """What a comparison runs; :func:`study_settings` fills it from a preset.
 
     ``freeze`` and ``feature_layers`` hold fractions of the backbone's depth (floats
-    in [0, 1], resolved once its blocks are known) or explicit depths. ``random_state``
-    seeds the folds, the label subsamples and every network.
+    in [0, 1], resolved once its blocks are known) or explicit depths. ``backbones``
+    holds names, or ``(name, weights)`` pairs for local weights files.
+    ``inner_splits`` folds of each outer training part choose the layer and the depth
+    of the "chosen by inner CV" rows. ``random_state`` seeds the folds, the label
+    subsamples and every network.
     """
 
-    backbone: str = "efficientnet_lite0"
+    backbones: tuple = ("efficientnet_lite0",)
     image_size: int | None = None
     max_epochs: int = 20
     freeze: tuple = ("all", 0.75, 0.5, 0)
     feature_layers: tuple = (-1,)
     pixel_size: int = 32
     n_splits: int = 5
+    inner_splits: int = 3
     labels_per_class: tuple = ("all",)
     batch_size: int = 32
     device: str = "auto"
@@ -54,20 +67,22 @@ class StudySettings:
 
 PRESETS = {
     "full": StudySettings(),
-    # Small images, few epochs and depths: the digits in well under 5 minutes on 2 cores.
+    # Small images, few epochs, depths and folds: the digits in minutes on 2 cores.
     "quick": StudySettings(image_size=48, max_epochs=5, freeze=("all", 0.67, 0), pixel_size=16,
-                           n_splits=3, batch_size=64),
+                           n_splits=3, inner_splits=2, batch_size=64),
 }
 
 
 # Names people bring from other tools, which string similarity cannot guess.
 SETTING_ALIASES = {"folds": "n_splits", "n_folds": "n_splits", "cv": "n_splits",
                    "seed": "random_state", "epochs": "max_epochs", "layer": "feature_layers",
-                   "layers": "feature_layers", "model": "backbone"}
+                   "layers": "feature_layers", "model": "backbones", "inner_cv": "inner_splits"}
 
 
 def study_settings(quick=False, **overrides):
     """The preset (``quick`` or full) with the given non-None overrides applied.
+
+    ``backbone="name"`` is accepted for ``backbones=("name",)``.
 
     Raises
     ------
@@ -75,9 +90,15 @@ def study_settings(quick=False, **overrides):
         For an override that is not a field of :class:`StudySettings`; the message
         lists the valid names and suggests the closest.
     """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "backbone" in overrides:
+        if "backbones" in overrides:
+            raise TypeError("Give backbone (one) or backbones (several), not both.")
+        overrides["backbones"] = (overrides.pop("backbone"),)
     _check_setting_names(overrides)
-    base = PRESETS["quick" if quick else "full"]
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if isinstance(overrides.get("backbones"), (str, nn.Module)):
+        overrides["backbones"] = (overrides["backbones"],)
+    return replace(PRESETS["quick" if quick else "full"], **overrides)
 
 
 def _check_setting_names(overrides):
@@ -96,12 +117,61 @@ def _check_setting_names(overrides):
     )
 
 
+@dataclass(frozen=True)
+class BackboneChoice:
+    """A backbone of the study: its name, weights, label in the report and blocks."""
+
+    name: object
+    weights: object
+    label: str
+    blocks: tuple
+
+
+def available_backbones(specs, image_size=None):
+    """The study's backbones whose weights can be had; the others are skipped with a warning.
+
+    A spec is a name (``"resnet18"``, pretrained ImageNet weights), a ``"name=path"``
+    string or a ``(name, weights)`` pair. Offline, only the embedded backbone and
+    local weights files (or weights already in the download cache) are available.
+    """
+    chosen = []
+    for spec in specs:
+        name, weights = _backbone_spec(spec)
+        try:
+            backbone = resolve_backbone(name, weights)
+        except WeightsUnavailableError as error:
+            warnings.warn(f"Skipping backbone {name!r}: {error}", UserWarning, stacklevel=3)
+            continue
+        label = name if isinstance(name, str) else type(name).__name__
+        size = backbone.preprocessing.with_size(image_size).input_size
+        chosen.append(BackboneChoice(name, weights, label, tuple(backbone.describe(size))))
+    if not chosen:
+        raise ValueError(f"None of the backbones {list(specs)} has weights available; "
+                         "the embedded 'efficientnet_lite0' always has.")
+    return chosen
+
+
+def _backbone_spec(spec):
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise ValueError(f"A backbone given as a tuple is (name, weights), got {spec!r}.")
+        return spec
+    if isinstance(spec, str) and "=" in spec:
+        name, path = spec.split("=", 1)
+        return name, path
+    return spec, "imagenet"
+
+
 def compare(X, y, *, quick=False, progress=True, **settings):
     """Evaluate pixels, frozen features, fine-tuning and training from scratch.
 
-    Every method is fitted and scored on the same stratified splits; with several
+    Every method is fitted and scored on the same stratified outer splits; with several
     ``labels_per_class`` each training part is subsampled to that many labels per
-    class (the test part stays whole), which gives a learning curve.
+    class (the test part stays whole), which gives a learning curve. Beside the
+    fixed settings, two rows make their choice inside each outer training part by an
+    inner cross-validation: the feature layer (a linear probe on every block) and the
+    fine-tuning depth (:class:`FineTuneClassifierCV` over ``freeze``), so that their
+    scores are not selected on test folds.
 
     Parameters
     ----------
@@ -113,15 +183,17 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     progress : bool, default=True
         Show a progress bar over the evaluations.
     **settings
-        Overrides of :class:`StudySettings`: ``backbone``, ``image_size``,
-        ``max_epochs``, ``freeze`` (tuple of depths), ``labels_per_class``,
-        ``n_splits``, ``device``, ``random_state``, ``kinds``, ... (any field; an
-        unknown name raises TypeError).
+        Overrides of :class:`StudySettings`: ``backbones`` (or ``backbone``),
+        ``image_size``, ``max_epochs``, ``freeze`` (tuple of depths),
+        ``labels_per_class``, ``n_splits``, ``inner_splits``, ``device``,
+        ``random_state``, ``kinds``, ... (any field; an unknown name raises TypeError).
 
     Returns
     -------
     pandas.DataFrame
         One row per method and setting, with the columns of ``RESULT_COLUMNS``.
+        With the features kind, ``attrs["layer_probe"]`` holds the layer probe over
+        the outer folds (a diagnostic: see :func:`probe_table`).
     """
     import pandas as pd
 
@@ -142,73 +214,243 @@ def compare(X, y, *, quick=False, progress=True, **settings):
             f"Class {classes[counts.argmin()]!r} has {counts.min()} image(s): each class "
             "needs at least 2 to be in both the training and the test part."
         )
-    n_blocks = len(backbone_blocks(plan.backbone, image_size=plan.image_size))
+    backbones = available_backbones(plan.backbones, plan.image_size)
     splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=plan.random_state).split(
         np.zeros(len(y)), y))
-    rows = []
+    rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as cache:
-        methods = list(_methods(plan, n_blocks, cache))
+        study = _Study(plan, X, y, splits, cache, progress)
+        methods = list(_methods(plan, backbones, study))
         jobs = [(k, m) for k in plan.labels_per_class for m in methods]
         bar = tqdm(total=len(jobs) * len(splits), desc="comparing", unit="fit", disable=not progress)
         with bar:
-            for labels_per_class, (kind, name, freeze, make) in jobs:
-                setting = "" if freeze is None else f", freeze={freeze}"
-                bar.set_postfix_str(f"{name}{setting}, {labels_per_class} labels/class")
-                scores, fit_times, predict_times, n_train = [], [], [], []
+            for labels_per_class, method in jobs:
+                setting = "" if method.freeze is None else f", freeze={method.freeze}"
+                bar.set_postfix_str(f"{method.name}{setting}, {labels_per_class} labels/class")
+                folds = []
                 for fold, (train, test) in enumerate(splits):
                     train = _subsample(y, train, labels_per_class, plan.random_state + fold)
-                    model = make(y[train])
-                    start = time.perf_counter()
-                    model.fit(take_rows(X, train), y[train])
-                    fit_times.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    predicted = model.predict(take_rows(X, test))
-                    predict_times.append(time.perf_counter() - start)
-                    scores.append(float(np.mean(predicted == y[test])))
-                    n_train.append(len(train))
+                    folds.append(method.evaluate(
+                        _Fold(fold, train, test, labels_per_class, method.backbone)))
                     bar.update()
-                rows.append({
-                    "kind": kind, "method": name, "freeze": freeze,
-                    "labels_per_class": labels_per_class,
-                    "accuracy": float(np.mean(scores)), "accuracy_std": float(np.std(scores)),
-                    "fit_seconds": float(np.mean(fit_times)),
-                    "predict_seconds": float(np.mean(predict_times)),
-                    "n_train": int(np.mean(n_train)), "n_test": int(len(splits[0][1])),
-                    "frozen_blocks": None if freeze is None else resolve_freeze(freeze, n_blocks),
-                })
+                rows.append(_row(method, labels_per_class, folds, len(splits[0][1])))
+        probes = [study.layer_probe(backbone) for backbone in backbones
+                  if "features" in plan.kinds]
     # Int64 (nullable) keeps depths integers beside the rows that have none: 9, not 9.0/nan.
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"frozen_blocks": "Int64"})
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"frozen_blocks": "Int64"})
+    if probes:
+        results.attrs["layer_probe"] = pd.concat(probes, ignore_index=True).to_dict("list")
+    return results
 
 
-def _methods(plan, n_blocks, cache):
-    """(kind, method name, freeze, factory(y_train)) for each method."""
+def probe_table(results):
+    """The layer probe a comparison ran, as a DataFrame (None without the features kind).
+
+    One row per backbone and block, with the columns of :func:`sktransfer.probe_layers`
+    and ``backbone``. Every block is scored on the outer test folds, so the curve is a
+    diagnostic: the best block's score is selected on those folds. The row "frozen
+    features, layer chosen by inner CV" is the unbiased score of choosing a layer.
+    """
+    import pandas as pd
+
+    if "layer_probe" not in results.attrs:
+        return None
+    return pd.DataFrame(results.attrs["layer_probe"])
+
+
+class _Fold(namedtuple("_Fold", "index train test labels_per_class backbone")):
+    """One outer fold of one labels-per-class setting, as a method sees it."""
+
+
+class _Outcome(namedtuple("_Outcome", "accuracy fit_seconds predict_seconds n_train chosen",
+                          defaults=(None,))):
+    """One method's result on one fold."""
+
+
+@dataclass(frozen=True)
+class _Method:
+    kind: str
+    name: str
+    backbone: str | None
+    freeze: object
+    frozen_blocks: int | None
+    evaluate: object  # callable(_Fold) -> _Outcome
+
+
+def _row(method, labels_per_class, folds, n_test):
+    accuracy = [f.accuracy for f in folds]
+    chosen = [f.chosen for f in folds if f.chosen is not None]
+    return {"kind": method.kind, "method": method.name, "backbone": method.backbone,
+            "freeze": method.freeze, "chosen": ", ".join(map(str, chosen)) or None,
+            "labels_per_class": labels_per_class, "accuracy": float(np.mean(accuracy)),
+            "accuracy_std": float(np.std(accuracy)),
+            "fit_seconds": float(np.mean([f.fit_seconds for f in folds])),
+            "predict_seconds": float(np.mean([f.predict_seconds for f in folds])),
+            "n_train": int(np.mean([f.n_train for f in folds])), "n_test": int(n_test),
+            "frozen_blocks": method.frozen_blocks}
+
+
+class _Study:
+    """What the methods of one comparison share: data, splits, cache and fitted results."""
+
+    def __init__(self, plan, X, y, splits, cache, progress):
+        self.plan, self.X, self.y, self.splits = plan, X, y, splits
+        self.cache, self.progress = cache, progress
+        self._features = {}
+        self._finetuned = {}  # (backbone, depth, labels, fold) -> _Outcome of a fixed depth
+
+    def fit_and_score(self, model, fold):
+        """Fit ``model`` on the fold's training part and score it on its test part."""
+        y = self.y
+        start = time.perf_counter()
+        model.fit(take_rows(self.X, fold.train), y[fold.train])
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        predicted = model.predict(take_rows(self.X, fold.test))
+        predict_seconds = time.perf_counter() - start
+        return _Outcome(float(np.mean(predicted == y[fold.test])), fit_seconds,
+                        predict_seconds, len(fold.train))
+
+    def inner_cv(self, train):
+        """The inner splitter of a training part, or None when a class has too few images."""
+        _, counts = np.unique(self.y[train], return_counts=True)
+        n_splits = min(self.plan.inner_splits, int(counts.min()))
+        if n_splits < 2:
+            return None
+        return StratifiedKFold(n_splits, shuffle=True, random_state=self.plan.random_state)
+
+    def block_features(self, backbone):
+        """Every block's features of every image (one pass, computed once per backbone)."""
+        if backbone.label not in self._features:
+            self._features[backbone.label] = block_features(
+                self.X, backbone=backbone.name, weights=backbone.weights,
+                image_size=self.plan.image_size, device=self.plan.device, progress=False)
+        return self._features[backbone.label]
+
+    def layer_probe(self, backbone):
+        """The probe of every block over the outer folds: a diagnostic (see probe_table)."""
+        import pandas as pd
+
+        features = self.block_features(backbone)
+        scores, seconds = score_blocks(features, self.y, self.splits)
+        return pd.DataFrame(
+            [{"backbone": backbone.label, "block": block.index, "name": block.name,
+              "channels": block.channels, "stride": block.reduction,
+              "accuracy_mean": float(s.mean()), "accuracy_std": float(s.std()), "seconds": t}
+             for block, s, t in zip(features.blocks, scores, seconds)],
+            columns=["backbone", *PROBE_COLUMNS])
+
+    def chosen_layer(self, backbone, fold):
+        """Choose a block by inner CV of the probe on the training part; score it on the test."""
+        features = self.block_features(backbone)
+        y, train, test = self.y, fold.train, fold.test
+        inner = self.inner_cv(train)
+        share = features.seconds / len(y)
+        start = time.perf_counter()
+        if inner is None:  # too few labels to choose: the top block, as the fixed row
+            position = len(features.blocks) - 1
+        else:
+            scores, _ = score_blocks(features, y[train], inner, rows=train)
+            position = int(np.argmax([s.mean() for s in scores]))
+        probe = make_probe().fit(features.of_block(position, train), y[train])
+        fit_seconds = time.perf_counter() - start + share * len(train)
+        start = time.perf_counter()
+        predicted = probe.predict(features.of_block(position, test))
+        predict_seconds = time.perf_counter() - start + share * len(test)
+        return _Outcome(float(np.mean(predicted == y[test])), fit_seconds, predict_seconds,
+                        len(train), features.blocks[position].name)
+
+    def fixed_depth(self, make, depth, fold):
+        outcome = self.fit_and_score(make(self.y[fold.train]), fold)
+        self._finetuned[fold.backbone, depth, fold.labels_per_class, fold.index] = outcome
+        return outcome
+
+    def chosen_depth(self, make_search, make, depths, fold):
+        """FineTuneClassifierCV's depth on the training part; that depth's model scored.
+
+        The model at the chosen depth is the fixed-depth row's model of this fold (same
+        data, settings and seed), so the refit is not repeated; its fit time counts.
+        """
+        y, train = self.y, fold.train
+        inner = self.inner_cv(train)
+        start = time.perf_counter()
+        if inner is None:  # too few labels to choose: the deepest freeze, as with few labels
+            index = 0
+        else:
+            search = make_search(y[train], inner).fit(take_rows(self.X, train), y[train])
+            index = search.best_index_
+        search_seconds = time.perf_counter() - start
+        key = (fold.backbone, depths[index], fold.labels_per_class, fold.index)
+        fixed = self._finetuned.get(key) or self.fit_and_score(make(y[train], depths[index]),
+                                                               fold)
+        return fixed._replace(fit_seconds=fixed.fit_seconds + search_seconds,
+                              chosen=depths[index])
+
+
+def _methods(plan, backbones, study):
+    """The study's methods, in the order of the report."""
     linear = lambda: LogisticRegression(max_iter=2000)  # noqa: E731
     size = plan.pixel_size
     if "pixels" in plan.kinds:
-        yield ("pixels", "pixels + logistic regression", None,
-               lambda _: make_pipeline(PixelFeatures(size), StandardScaler(), linear()))
-        yield ("pixels", "pixels + RBF SVC", None,
-               lambda _: make_pipeline(PixelFeatures(size), StandardScaler(), SVC()))
-    network = dict(backbone=plan.backbone, image_size=plan.image_size, device=plan.device,
-                   memory=cache, progress=False)
-    names = [b.name for b in backbone_blocks(plan.backbone, image_size=plan.image_size)]
+        for name, model in [("pixels + logistic regression", linear), ("pixels + RBF SVC", SVC)]:
+            yield _Method("pixels", name, None, None, None, lambda fold, m=model: study.fit_and_score(
+                make_pipeline(PixelFeatures(size), StandardScaler(), m()), fold))
+    for backbone in backbones:
+        yield from _transfer_methods(plan, backbone, study, linear)
+    if "scratch" in plan.kinds:
+        training = _training(plan, backbones[0], study.cache)
+        yield _Method("scratch", "train from random weights", backbones[0].label, 0, 0,
+                      lambda fold: study.fit_and_score(
+                          FineTuneClassifier(**_from_scratch(training, study.y[fold.train])),
+                          fold))
+
+
+def _transfer_methods(plan, backbone, study, linear):
+    n_blocks = len(backbone.blocks)
+    names = [b.name for b in backbone.blocks]
+    network = dict(backbone=backbone.name, weights=backbone.weights, image_size=plan.image_size,
+                   device=plan.device, memory=study.cache, progress=False)
     if "features" in plan.kinds:
         for layer in plan.feature_layers:
             depth = _depth(layer, n_blocks) if isinstance(layer, float) else layer
-            yield ("features", feature_method_name(names[depth]), None,
-                   lambda _, d=depth: make_pipeline(
-                       CNNFeatureExtractor(**network, layer=d), StandardScaler(), linear()))
-    training = dict(network, max_epochs=plan.max_epochs, batch_size=plan.batch_size,
-                    random_state=plan.random_state)
-    if "finetune" in plan.kinds:
-        for freeze in plan.freeze:
-            depth = _depth(freeze, n_blocks) if isinstance(freeze, float) else freeze
-            yield ("finetune", "fine-tune", depth,
-                   lambda y_train, d=depth: FineTuneClassifier(
-                       **training, freeze=d, **_early_stopping(y_train)))
-    if "scratch" in plan.kinds:
-        yield ("scratch", "train from random weights", 0,
-               lambda y_train: FineTuneClassifier(**_from_scratch(training, y_train)))
+            yield _Method("features", feature_method_name(names[depth]), backbone.label, None,
+                          None, lambda fold, d=depth: study.fit_and_score(make_pipeline(
+                              CNNFeatureExtractor(**network, layer=d), StandardScaler(),
+                              linear()), fold))
+        yield _Method("features", CHOSEN_LAYER_METHOD, backbone.label, None, None,
+                      lambda fold: study.chosen_layer(backbone, fold))
+    if "finetune" not in plan.kinds:
+        return
+    training = _training(plan, backbone, study.cache)
+    depths = [_depth(f, n_blocks) if isinstance(f, float) else f for f in plan.freeze]
+
+    def make(y_train, depth):
+        return FineTuneClassifier(**training, freeze=depth, **_early_stopping(y_train))
+
+    def make_search(y_train, inner):
+        # Early stopping as each inner fit's training part will need it.
+        inner_part = y_train[next(inner.split(np.zeros(len(y_train)), y_train))[0]]
+        return FineTuneClassifierCV(**training, freezes=depths, cv=inner, refit=False,
+                                    **_early_stopping(inner_part))
+
+    for depth in depths:
+        yield _Method("finetune", "fine-tune", backbone.label, depth,
+                      resolve_freeze(depth, n_blocks),
+                      lambda fold, d=depth: study.fixed_depth(lambda y_train: make(y_train, d),
+                                                              d, fold))
+    if len(depths) > 1:
+        yield _Method("finetune", CHOSEN_DEPTH_METHOD, backbone.label, CHOSEN_BY_CV, None,
+                      lambda fold: study.chosen_depth(make_search, make, depths, fold))
+
+
+def _training(plan, backbone, cache):
+    return dict(backbone=backbone.name, weights=backbone.weights, image_size=plan.image_size,
+                device=plan.device, memory=cache, progress=False, max_epochs=plan.max_epochs,
+                batch_size=plan.batch_size, random_state=plan.random_state)
+
+
+CHOSEN_LAYER_METHOD = "frozen features, layer chosen by inner CV + logistic regression"
+CHOSEN_DEPTH_METHOD = "fine-tune, depth chosen by inner CV"
 
 
 def feature_method_name(block):

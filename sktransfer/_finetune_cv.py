@@ -21,6 +21,8 @@ from ._trainable import TRAINING_PARAMETER_DOCS
 from ._transfer_net import resolve_freeze
 from ._trunk import FrozenTrunk
 
+#: The parameters of the search itself; the rest are FineTuneClassifier's.
+SEARCH_PARAMETERS = ("freezes", "cv", "scoring", "n_jobs", "refit")
 #: Default candidate depths: everything frozen, three quarters, half, a quarter, none.
 DEFAULT_FREEZES = ("all", 0.75, 0.5, 0.25, 0)
 
@@ -50,6 +52,10 @@ class FineTuneClassifierCV(FineTuneClassifier):
         runs each fold's model on its test images.
     n_jobs : int, default=None
         Fold and depth fits run in parallel.
+    refit : bool, default=True
+        Refit the best depth on all the data, for ``predict``, ``predict_proba``,
+        ``transform`` and ``score``. False only scores the candidates (``freeze_``,
+        ``best_score_``, ``cv_results_``), as ``GridSearchCV(refit=False)`` does.
     {lr}
     {layer_lr_decay}
     {optimizer}
@@ -104,11 +110,12 @@ class FineTuneClassifierCV(FineTuneClassifier):
         "cv": ["cv_object"],
         "scoring": [None, str, callable],
         "n_jobs": [None, Integral],
+        "refit": ["boolean"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet",
-                 freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, lr=1e-3,
+                 freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
                  augment=None, class_weight=None, image_size=None, image_shape=None,
@@ -120,6 +127,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.cv = cv
         self.scoring = scoring
         self.n_jobs = n_jobs
+        self.refit = refit
         self.lr = lr
         self.layer_lr_decay = layer_lr_decay
         self.optimizer = optimizer
@@ -143,6 +151,33 @@ class FineTuneClassifierCV(FineTuneClassifier):
     # FineTuneClassifier's parameters that a search does not take: fixed here.
     warm_start = False
     checkpoint = None
+
+    def _refitted(self):
+        if not self.refit:
+            raise AttributeError(
+                f"This {type(self).__name__} was initialized with refit=False: it only scores "
+                "the depths (freeze_, cv_results_). Set refit=True to predict or transform.")
+        return True
+
+    @available_if(_refitted)
+    def predict(self, X):
+        """As :meth:`FineTuneClassifier.predict`, by the refitted model (needs ``refit=True``)."""
+        return super().predict(X)
+
+    @available_if(_refitted)
+    def predict_proba(self, X):
+        """As :meth:`FineTuneClassifier.predict_proba`, by the refitted model (needs ``refit=True``)."""
+        return super().predict_proba(X)
+
+    @available_if(_refitted)
+    def transform(self, X):
+        """As :meth:`FineTuneClassifier.transform`, by the refitted model (needs ``refit=True``)."""
+        return super().transform(X)
+
+    @available_if(_refitted)
+    def score(self, X, y, sample_weight=None):
+        """As :meth:`FineTuneClassifier.score`, by the refitted model (needs ``refit=True``)."""
+        return super().score(X, y, sample_weight=sample_weight)
 
     @available_if(lambda self: False)
     def partial_fit(self, X, y, classes=None):
@@ -180,6 +215,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.freeze_ = candidates[self.best_index_][0]
         self._n_frozen_chosen = depths[self.best_index_]
+        if not self.refit:
+            return self
         self._given_trunk_inputs = {d: t for d, t in shared.items() if d == self._n_frozen_chosen}
         try:
             return self._fit(X, y, epochs=self.max_epochs, warm=False)
@@ -230,7 +267,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
 
     def _fit_and_score(self, X, y, depth, train, test, shared):
         params = {k: v for k, v in self.get_params().items()
-                  if k not in ("freezes", "cv", "scoring", "n_jobs")}
+                  if k not in SEARCH_PARAMETERS}
         model = FineTuneClassifier(**params, freeze=depth)
         model._given_trunk_inputs = {depth: shared[depth][train]} if depth in shared else {}
         start = time.perf_counter()

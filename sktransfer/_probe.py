@@ -7,6 +7,7 @@ standardized linear model is cross-validated on each block's columns.
 """
 
 import time
+from collections import namedtuple
 
 import numpy as np
 from sklearn.base import clone
@@ -75,35 +76,94 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     import pandas as pd
 
     y = np.asarray(y)
+    features = block_features(X, backbone=backbone, weights=weights, image_size=image_size,
+                              image_shape=image_shape, device=device, precision=precision,
+                              memory=memory, progress=progress)
+    splitter = _splitter(cv, random_state)
+    scores, seconds = score_blocks(features, y, splitter, estimator=estimator, n_jobs=n_jobs)
+    rows = [{"block": block.index, "name": block.name, "channels": block.channels,
+             "stride": block.reduction, "accuracy_mean": float(block_scores.mean()),
+             "accuracy_std": float(block_scores.std()), "seconds": block_seconds}
+            for block, block_scores, block_seconds in zip(features.blocks, scores, seconds)]
+    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    table.attrs["extract_seconds"] = features.seconds
+    table.attrs["backbone"] = backbone if isinstance(backbone, str) else type(backbone).__name__
+    if pixel_size is not None:
+        pixels = cross_val_score(make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
+                                               make_probe(estimator)), X, y, cv=splitter,
+                                 n_jobs=n_jobs)
+        table.attrs["pixels"] = (float(pixels.mean()), float(pixels.std()))
+    return table
+
+
+class BlockFeatures(namedtuple("BlockFeatures", "values columns blocks seconds")):
+    """The pooled output of every block for a set of images, from one pass.
+
+    ``values`` is (n_images, n_features); ``columns[i]`` selects block ``blocks[i]``'s
+    columns; ``seconds`` is the extraction's wall time.
+    """
+
+    def of_block(self, position, rows=slice(None)):
+        """The features of ``blocks[position]`` for ``rows``."""
+        return self.values[rows][:, self.columns[position]]
+
+
+def block_features(X, *, backbone="efficientnet_lite0", weights="imagenet", image_size=None,
+                   image_shape=None, device="auto", precision="fp32", memory=None,
+                   progress=True):
+    """Every block's pooled features of ``X``, from one forward pass per image.
+
+    The network is pretrained and fixed, and each image's row depends on that image
+    alone, so computing the rows of every fold's images at once leaks nothing.
+
+    Returns
+    -------
+    BlockFeatures
+    """
     blocks = backbone_blocks(backbone, image_size=image_size)
     extractor = CNNFeatureExtractor(
         backbone, weights=weights, layer=[b.index for b in blocks], image_size=image_size,
         image_shape=image_shape, device=device, precision=precision, memory=memory,
         progress=progress)
     start = time.perf_counter()
-    features = extractor.fit_transform(X)
-    extract_seconds = time.perf_counter() - start
-    splitter = _splitter(cv, random_state)
-    probe = make_pipeline(StandardScaler(), clone(estimator) if estimator is not None
-                          else LogisticRegression(max_iter=1000))
-    names = extractor.get_feature_names_out()
-    rows = []
-    for block in blocks:
-        columns = np.char.startswith(names.astype(str), f"{block.name}_")
+    values = extractor.fit_transform(X)
+    seconds = time.perf_counter() - start
+    names = extractor.get_feature_names_out().astype(str)
+    columns = [np.char.startswith(names, f"{block.name}_") for block in blocks]
+    return BlockFeatures(values, columns, blocks, seconds)
+
+
+def score_blocks(features, y, cv, *, estimator=None, n_jobs=None, rows=slice(None)):
+    """Cross-validated scores of the standardized probe on each block's features.
+
+    Parameters
+    ----------
+    features : BlockFeatures
+    y : ndarray of the labels of ``rows``
+    cv : cross-validation splitter or iterable of splits (of ``rows``)
+    rows : index of the images to use, default all
+
+    Returns
+    -------
+    scores : list of ndarray, one (n_splits,) array per block
+    seconds : list of float, the probe fits' wall time per block
+    """
+    probe = make_probe(estimator)
+    splits = list(cv.split(np.zeros(len(y)), y)) if hasattr(cv, "split") else list(cv)
+    scores, seconds = [], []
+    for position in range(len(features.blocks)):
         start = time.perf_counter()
-        scores = cross_val_score(probe, features[:, columns], y, cv=splitter, n_jobs=n_jobs)
-        rows.append({"block": block.index, "name": block.name, "channels": block.channels,
-                     "stride": block.reduction, "accuracy_mean": float(scores.mean()),
-                     "accuracy_std": float(scores.std()),
-                     "seconds": time.perf_counter() - start})
-    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
-    table.attrs["extract_seconds"] = extract_seconds
-    table.attrs["backbone"] = backbone if isinstance(backbone, str) else type(backbone).__name__
-    if pixel_size is not None:
-        pixels = cross_val_score(make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
-                                               clone(probe)), X, y, cv=splitter, n_jobs=n_jobs)
-        table.attrs["pixels"] = (float(pixels.mean()), float(pixels.std()))
-    return table
+        scores.append(cross_val_score(probe, features.of_block(position, rows), y, cv=splits,
+                                      n_jobs=n_jobs))
+        seconds.append(time.perf_counter() - start)
+    return scores, seconds
+
+
+def make_probe(estimator=None):
+    """The probe: a standardized ``estimator`` (default logistic regression)."""
+    return make_pipeline(StandardScaler(), clone(estimator) if estimator is not None
+                         else LogisticRegression(max_iter=1000))
+
 
 
 def _splitter(cv, random_state):

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._compare import CHOSEN_BY_CV, CHOSEN_DEPTH_METHOD, CHOSEN_LAYER_METHOD, probe_table
+from ._probe import plot_layer_probe
+
 KIND_COLORS = {"pixels": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
                "scratch": "#d62728"}
 #: Several methods of one kind get shades of the kind's colour map, dark to light.
@@ -38,14 +41,31 @@ def write_report(results, out_dir, *, title="sktransfer comparison", description
     if results["labels_per_class"].nunique() > 1:
         files["learning_curve"] = out / "learning_curve.png"
         plot_learning_curve(results, files["learning_curve"])
+    probe = probe_table(results)
+    if probe is not None:
+        files["layers"], files["layers_csv"] = out / "layers.png", out / "layers.csv"
+        probe.to_csv(files["layers_csv"], index=False)
+        plot_layers(results, files["layers"])
     files["report"].write_text(_markdown(results, files, title, description))
     return files
 
 
-def row_label(row):
-    if row["kind"] == "finetune":
-        return f"fine-tune, freeze={row['freeze']}"
-    return row["method"]
+def row_label(row, *, with_backbone=False):
+    """The method's name in plots and sentences (``with_backbone``: prefixed by it)."""
+    if row["kind"] == "finetune" and row["freeze"] != CHOSEN_BY_CV:
+        label = f"fine-tune, freeze={row['freeze']}"
+    else:
+        label = row["method"]
+    backbone = row.get("backbone")
+    if with_backbone and isinstance(backbone, str):
+        return f"{backbone}: {label}"
+    return label
+
+
+def _labeller(results):
+    """``row_label`` for rows of ``results``: prefixed by the backbone when there are several."""
+    several = "backbone" in results and results["backbone"].dropna().nunique() > 1
+    return lambda row: row_label(row, with_backbone=several)
 
 
 def method_styles(results):
@@ -53,7 +73,7 @@ def method_styles(results):
     from matplotlib import colormaps
 
     styles = {}
-    labels = results.apply(row_label, axis=1)
+    labels = results.apply(_labeller(results), axis=1)
     for kind in results["kind"].unique():
         methods = list(dict.fromkeys(labels[results["kind"] == kind]))
         if len(methods) == 1:
@@ -98,8 +118,9 @@ def plot_accuracy(results, path=None):
     finetune = rows[rows["kind"] == "finetune"]
     figure = Figure(figsize=(11, 0.45 * len(rows) + 2), layout="constrained")
     bars, depths = figure.subplots(1, 2, width_ratios=(3, 2))
+    label_of = _labeller(rows)
     ordered = rows.sort_values("accuracy")
-    labels = [row_label(r) for _, r in ordered.iterrows()]
+    labels = [label_of(r) for _, r in ordered.iterrows()]
     bars.barh(labels, ordered["accuracy"], xerr=ordered["accuracy_std"],
               color=[styles[label][0] for label in labels])
     bars.set_xlabel("accuracy (mean ± std over folds)")
@@ -109,22 +130,29 @@ def plot_accuracy(results, path=None):
     bars.set_title("accuracy by method")
     for y, (value, spread) in enumerate(zip(ordered["accuracy"], ordered["accuracy_std"])):
         bars.text(value + spread + 0.01, y, f"{value:.3f}", va="center", ha="left", fontsize=8)
-    if len(finetune):
-        order = finetune.sort_values("frozen_blocks")
-        frozen = order["frozen_blocks"].astype(int)
-        depths.errorbar(frozen, order["accuracy"], yerr=order["accuracy_std"],
-                        marker="o", color=KIND_COLORS["finetune"], label="fine-tune")
-        depths.set_xticks(frozen, [str(f) for f in order["freeze"]])
+    fixed = finetune[finetune["frozen_blocks"].notna()]
+    if len(fixed):
+        for backbone, group in fixed.groupby(fixed["backbone"].fillna(""), sort=False):
+            order = group.sort_values("frozen_blocks")
+            frozen = order["frozen_blocks"].astype(int)
+            several = fixed["backbone"].nunique() > 1
+            depths.errorbar(frozen, order["accuracy"], yerr=order["accuracy_std"], marker="o",
+                            color=None if several else KIND_COLORS["finetune"],
+                            label=f"fine-tune ({backbone})" if several else "fine-tune")
+            depths.set_xticks(frozen, [str(f) for f in order["freeze"]])
+        for _, chosen in finetune[finetune["frozen_blocks"].isna()].iterrows():
+            depths.axhline(chosen["accuracy"], color=styles[label_of(chosen)][0], linestyle=":",
+                           label=f"depth chosen by inner CV ({chosen['chosen']})")
         for kind in ("features", "pixels", "scratch"):
             best = rows[rows["kind"] == kind]
             if len(best):
                 top = best.loc[best["accuracy"].idxmax()]
-                depths.axhline(top["accuracy"], color=styles[row_label(top)][0], linestyle="--",
+                depths.axhline(top["accuracy"], color=styles[label_of(top)][0], linestyle="--",
                                label=f"best {kind}")
         depths.set_xlabel("freeze (frozen bottom blocks)")
         depths.set_ylabel("accuracy")
         depths.set_title("fine-tuning by freeze depth")
-        depths.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+        depths.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     else:
         depths.set_visible(False)
     if path is not None:
@@ -143,9 +171,10 @@ def plot_learning_curve(results, path=None):
     figure = Figure(figsize=(11, 5), layout="constrained")
     axes = figure.subplots()
     styles = method_styles(results)
+    label_of = _labeller(results)
     counts = sorted({int(k) for k in results["labels_per_class"] if k != "all"})
     position = {**{k: k for k in counts}, "all": (max(counts) * 2 if counts else 1)}
-    for label, group in results.groupby(results.apply(row_label, axis=1), sort=False):
+    for label, group in results.groupby(results.apply(label_of, axis=1), sort=False):
         x = [position[k if k == "all" else int(k)] for k in group["labels_per_class"]]
         color, marker = styles[label]
         axes.errorbar(x, group["accuracy"], yerr=group["accuracy_std"], marker=marker,
@@ -164,11 +193,41 @@ def plot_learning_curve(results, path=None):
     return figure
 
 
+def plot_layers(results, path=None):
+    """The comparison's layer probe: accuracy of every block, one panel per backbone.
+
+    A diagnostic: every block is scored on the outer test folds. The raw-pixel line is
+    the comparison's "pixels + logistic regression" row (the same standardized linear
+    model on the same folds). Returns the Figure (also saved to ``path`` when given).
+    """
+    from matplotlib.figure import Figure
+
+    probe = probe_table(results)
+    backbones = list(dict.fromkeys(probe["backbone"]))
+    figure = Figure(figsize=(8 * len(backbones), 4.5), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(backbones), sharey=True, squeeze=False)[0])
+    pixels = results[(results["method"] == "pixels + logistic regression")
+                     & (results["labels_per_class"] == "all")]
+    for ax, backbone in zip(axes, backbones):
+        table = probe[probe["backbone"] == backbone].reset_index(drop=True)
+        table.attrs["backbone"] = backbone
+        if len(pixels):
+            table.attrs["pixels"] = (float(pixels["accuracy"].iloc[0]),
+                                     float(pixels["accuracy_std"].iloc[0]))
+        plot_layer_probe(table, ax=ax)
+        ax.set_title(f"which layer transfers ({backbone}): diagnostic, scored on the test folds",
+                     fontsize=10)
+    if path is not None:
+        figure.savefig(path, dpi=110)
+    return figure
+
+
 def reading(results):
-    """A few plain sentences on what the table shows."""
+    """A few plain sentences on what the table shows, ending with a recommendation."""
     rows = _largest_labels(results)
+    label_of = _labeller(rows)
     best = rows.loc[rows["accuracy"].idxmax()]
-    lines = [f"Best: **{row_label(best)}** ({best['kind']}) with accuracy "
+    lines = [f"Best: **{label_of(best)}** ({best['kind']}) with accuracy "
              f"{best['accuracy']:.3f} ± {best['accuracy_std']:.3f}."]
     pixels = rows[rows["kind"] == "pixels"]
     transfer = rows[rows["kind"].isin(["features", "finetune"])]
@@ -179,10 +238,11 @@ def reading(results):
         verdict = "beats" if gap > 0 else "does not beat"
         lines.append(
             f"Transfer learning {verdict} the classical baseline here: the best transfer "
-            f"method ({row_label(top_transfer)}, {top_transfer['accuracy']:.3f}) is "
+            f"method ({label_of(top_transfer)}, {top_transfer['accuracy']:.3f}) is "
             f"{abs(gap) * 100:.1f} points {'above' if gap > 0 else 'below'} the best "
-            f"raw-pixel model ({row_label(top_pixels)}, {top_pixels['accuracy']:.3f})."
+            f"raw-pixel model ({label_of(top_pixels)}, {top_pixels['accuracy']:.3f})."
         )
+    lines += _layer_sentences(results, rows)
     lines += _depth_sentences(rows[rows["kind"] == "finetune"])
     scratch = rows[rows["kind"] == "scratch"]
     if len(scratch) and len(transfer):
@@ -198,27 +258,99 @@ def reading(results):
         fewest = results[results["labels_per_class"] == min(counts, key=int)]
         top = fewest.loc[fewest["accuracy"].idxmax()]
         lines.append(f"With only {min(counts, key=int)} labels per class, the best method was "
-                     f"{row_label(top)} ({top['accuracy']:.3f}).")
+                     f"{_labeller(fewest)(top)} ({top['accuracy']:.3f}).")
     lines.append("Differences smaller than the ± spread over folds are within noise.")
-    return " ".join(lines)
+    return " ".join(lines) + "\n\n" + recommendation(results)
+
+
+def recommendation(results):
+    """The method to use on this data: the cheapest within noise of the best.
+
+    Among the rows of the most labels, those whose accuracy is within the best row's
+    spread over folds (at least half a point) of the best; of these, the one that fits
+    fastest.
+    """
+    rows = _largest_labels(results)
+    label_of = _labeller(rows)
+    best = rows.loc[rows["accuracy"].idxmax()]
+    margin = max(best["accuracy_std"], 0.005)
+    close = rows[rows["accuracy"] >= best["accuracy"] - margin]
+    pick = close.loc[close["fit_seconds"].idxmin()]
+    setting = f" (it chose {pick['chosen']} in the outer folds)" if _has(pick, "chosen") else ""
+    text = (f"**Recommendation for this data:** {label_of(pick)}{setting}: accuracy "
+            f"{pick['accuracy']:.3f} ± {pick['accuracy_std']:.3f}, "
+            f"{_seconds(pick['fit_seconds'])} to fit on {pick['n_train']} images and "
+            f"{_seconds(pick['predict_seconds'])} to predict {pick['n_test']}.")
+    if pick.name != best.name:
+        text += (f" It is within {margin * 100:.1f} points of the most accurate "
+                 f"({label_of(best)}, {best['accuracy']:.3f}) and fits "
+                 f"{best['fit_seconds'] / max(pick['fit_seconds'], 1e-9):.0f}x faster.")
+    return text + (" The best of several rows scored on the same folds is slightly "
+                   "optimistic; the rows chosen by inner CV are not.")
+
+
+def _seconds(value):
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _has(row, column):
+    value = row.get(column)
+    return value is not None and value == value and value != ""
+
+
+def _layer_sentences(results, rows):
+    """Which layer transfers best (the diagnostic) and which the inner CV chose."""
+    probe = probe_table(results)
+    if probe is None:
+        return []
+    sentences = []
+    for backbone, table in probe.groupby("backbone", sort=False):
+        peak = table.loc[table["accuracy_mean"].idxmax()]
+        top = table.iloc[-1]
+        where = (f"peaks at the top block {top['name']} ({top['accuracy_mean']:.3f})"
+                 if peak["block"] == top["block"] else
+                 f"peaks at {peak['name']} ({peak['accuracy_mean']:.3f}, block "
+                 f"{int(peak['block']) + 1} of {len(table)}) and falls to "
+                 f"{top['accuracy_mean']:.3f} at the top block {top['name']}: the most "
+                 "ImageNet-specific features transfer worse here than mid-level ones")
+        sentence = (f"Which layer transfers best ({backbone}, layers.png): a linear probe on "
+                    f"every block {where}. That curve is a diagnostic, scored on the test folds.")
+        chosen = rows[(rows["method"] == CHOSEN_LAYER_METHOD) & (rows["backbone"] == backbone)]
+        if len(chosen):
+            row = chosen.iloc[0]
+            sentence += (f" Chosen inside each training part by inner CV, the layer was "
+                         f"{row['chosen']}, scoring {row['accuracy']:.3f} ± "
+                         f"{row['accuracy_std']:.3f} on the test folds.")
+        sentences.append(sentence)
+    return sentences
 
 
 def _depth_sentences(finetune):
-    """What the fine-tuning depths show; nothing to compare with fewer than two."""
-    if finetune["freeze"].astype(str).nunique() < 2:
-        return []
-    top = finetune.loc[finetune["accuracy"].idxmax()]
-    worst = finetune.loc[finetune["accuracy"].idxmin()]
-    if top["accuracy"] == worst["accuracy"]:
-        sentence = (f"All {len(finetune)} fine-tuning depths scored the same "
-                    f"({top['accuracy']:.3f}).")
-    else:
-        sentence = (f"Among fine-tuning depths, freeze={top['freeze']} was best "
-                    f"({top['accuracy']:.3f}); freeze={worst['freeze']} was worst "
-                    f"({worst['accuracy']:.3f}).")
-    if "all" in set(finetune["freeze"].astype(str)):
-        sentence += " With freeze=all only the new classification layer is trained."
-    return [sentence]
+    """What the fine-tuning depths show, and the depth the inner CV chose."""
+    sentences = []
+    fixed = finetune[finetune["freeze"] != CHOSEN_BY_CV]
+    label_of = _labeller(finetune)
+    if fixed["freeze"].astype(str).nunique() >= 2:
+        top = fixed.loc[fixed["accuracy"].idxmax()]
+        worst = fixed.loc[fixed["accuracy"].idxmin()]
+        if top["accuracy"] == worst["accuracy"]:
+            sentence = (f"All {len(fixed)} fine-tuning depths scored the same "
+                        f"({top['accuracy']:.3f}).")
+        else:
+            sentence = (f"Among fine-tuning depths, {label_of(top)} was best "
+                        f"({top['accuracy']:.3f}); {label_of(worst)} was worst "
+                        f"({worst['accuracy']:.3f}).")
+        if "all" in set(fixed["freeze"].astype(str)):
+            sentence += " With freeze=all only the new classification layer is trained."
+        sentences.append(sentence)
+    for _, row in finetune[finetune["freeze"] == CHOSEN_BY_CV].iterrows():
+        backbone = f" ({row['backbone']})" if isinstance(row.get("backbone"), str) else ""
+        sentences.append(
+            f"Chosen inside each training part by FineTuneClassifierCV{backbone}, the depth was "
+            f"freeze={row['chosen']} over the outer folds; that choice scores "
+            f"{row['accuracy']:.3f} ± {row['accuracy_std']:.3f}, the unbiased estimate of "
+            "choosing the depth by data.")
+    return sentences
 
 
 def _markdown(results, files, title, description):
@@ -226,7 +358,9 @@ def _markdown(results, files, title, description):
         accuracy=[f"{a:.3f} ± {s:.3f}" for a, s in zip(results["accuracy"], results["accuracy_std"])],
         fit_seconds=results["fit_seconds"].map("{:.1f}".format),
         predict_seconds=results["predict_seconds"].map("{:.2f}".format),
-        freeze=results["freeze"].map(lambda f: "" if f is None or f != f else str(f)),
+        freeze=results["freeze"].map(_text),
+        chosen=results["chosen"].map(_text),
+        backbone=results["backbone"].map(_text),
         frozen_blocks=_integer_text(results["frozen_blocks"]),
     ).drop(columns="accuracy_std")
     header = "| " + " | ".join(table.columns) + " |"
@@ -236,6 +370,13 @@ def _markdown(results, files, title, description):
              f"![accuracy by method and freeze depth]({files['plot'].name})", ""]
     if "learning_curve" in files:
         parts += [f"![learning curve]({files['learning_curve'].name})", ""]
+    if "layers" in files:
+        parts += [f"![linear probe on every block: a diagnostic over the test folds]"
+                  f"({files['layers'].name})", "",
+                  f"The layer probe is a diagnostic: every block is scored on the test folds "
+                  f"([{files['layers_csv'].name}]({files['layers_csv'].name})). The rows "
+                  f"\"{CHOSEN_LAYER_METHOD}\" and \"{CHOSEN_DEPTH_METHOD}\" make their "
+                  "choice inside each training part.", ""]
     parts += ["## Results", "", header, rule, *body, "",
               f"Raw numbers: [{files['csv'].name}]({files['csv'].name}).", ""]
     return "\n".join(parts)
@@ -244,10 +385,16 @@ def _markdown(results, files, title, description):
 def format_table(results):
     """The results as an aligned text table, for the console."""
     shown = results.assign(
-        freeze=results["freeze"].map(lambda f: "" if f is None or f != f else str(f)),
+        freeze=results["freeze"].map(_text),
+        chosen=results["chosen"].map(_text),
         accuracy=[f"{a:.3f} ± {s:.3f}" for a, s in zip(results["accuracy"], results["accuracy_std"])],
         fit_seconds=results["fit_seconds"].round(1),
         predict_seconds=results["predict_seconds"].round(2),
-    ).drop(columns=["accuracy_std", "n_test", "frozen_blocks"])
+    ).drop(columns=["accuracy_std", "n_test", "frozen_blocks", "backbone"])
     return shown.to_string(index=False)
 
+
+
+def _text(value):
+    """A cell as text, blank where missing."""
+    return "" if value is None or value != value else str(value)

@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sktransfer"
 
 LAYERS = {
     # 0: no sktransfer imports at all
-    "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0, "_report": 0,
+    "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0,
     "datasets": 0, "dask": 0, "cli": 0, "__init__": 0,
     # 1: files and images
     "_cache": 1, "_images": 1, "_persistence": 1,
@@ -25,9 +25,9 @@ LAYERS = {
     # 4: estimators
     "_features": 4, "_pixels": 4, "_trainable": 4,
     "_finetune": 5, "_finetune_cv": 6,
-    # 6: what uses the estimators
-    "_compare": 7, "_probe": 6,
-    "__main__": 8,
+    # 6-8: what uses the estimators: the probe, the comparison, its report
+    "_probe": 6, "_compare": 7, "_report": 8,
+    "__main__": 9,
 }
 
 
