@@ -169,9 +169,10 @@ class FineTuneClassifierCV(FineTuneClassifier):
         """As :meth:`FineTuneClassifier.predict_proba`, by the refitted model (needs ``refit=True``)."""
         return super().predict_proba(X)
 
-    @available_if(_refitted)
     def transform(self, X):
         """As :meth:`FineTuneClassifier.transform`, by the refitted model (needs ``refit=True``)."""
+        # Not available_if: scikit-learn's set_output wraps transform and drops the check.
+        self._refitted()
         return super().transform(X)
 
     @available_if(_refitted)

@@ -53,7 +53,7 @@ def write_report(results, out_dir, *, title="sktransfer comparison", description
 def row_label(row, *, with_backbone=False):
     """The method's name in plots and sentences (``with_backbone``: prefixed by it)."""
     if row["kind"] == "finetune" and row["freeze"] != CHOSEN_BY_CV:
-        label = f"fine-tune, freeze={row['freeze']}"
+        label = f"fine-tune, freeze={_text(row['freeze'])}"
     else:
         label = row["method"]
     backbone = row.get("backbone")
@@ -312,7 +312,7 @@ def _layer_sentences(results, rows):
                  f"peaks at {peak['name']} ({peak['accuracy_mean']:.3f}, block "
                  f"{int(peak['block']) + 1} of {len(table)}) and falls to "
                  f"{top['accuracy_mean']:.3f} at the top block {top['name']}: the most "
-                 "ImageNet-specific features transfer worse here than mid-level ones")
+                 "ImageNet-specific features transfer worse here than lower ones")
         sentence = (f"Which layer transfers best ({backbone}, layers.png): a linear probe on "
                     f"every block {where}. That curve is a diagnostic, scored on the test folds.")
         chosen = rows[(rows["method"] == CHOSEN_LAYER_METHOD) & (rows["backbone"] == backbone)]
@@ -396,5 +396,9 @@ def format_table(results):
 
 
 def _text(value):
-    """A cell as text, blank where missing."""
-    return "" if value is None or value != value else str(value)
+    """A cell as text, blank where missing; whole floats (a CSV's depths) as integers."""
+    if value is None or value != value:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

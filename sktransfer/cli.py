@@ -53,6 +53,10 @@ def _parser():
                          help="a preset of small images (48 px), 5 epochs, 3 depths and 3 "
                               "folds: minutes on a CPU; other options override it")
     _network_options(compare, precision=False)
+    compare.add_argument("--backbones", type=_backbone_list,
+                         help="several backbones, comma-separated, each a name or "
+                              "name=/path/to/weights.pth; those without weights available "
+                              "(offline: not embedded, no local file) are skipped with a warning")
     compare.add_argument("--freeze", type=_freeze_list,
                          help="comma-separated freeze depths, such as all,6,0 "
                               "(default: all and fractions of the depth down to 0)")
@@ -196,6 +200,15 @@ def _freeze_list(text):
     return tuple(_freeze(part.strip()) for part in text.split(","))
 
 
+def _backbone_list(text):
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid backbones {text!r}: use names separated by commas, such as "
+            "efficientnet_lite0,resnet18=resnet18.pth")
+    return names
+
+
 def _labels_list(text):
     try:
         return tuple("all" if part == "all" else _positive_int(part) for part in text.split(","))
@@ -280,7 +293,7 @@ def _compare(args):
     X, y = load_data(args.data, on_error=args.on_error)
     overrides = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
                      labels_per_class=args.labels_per_class, n_splits=args.n_splits,
-                     random_state=args.random_state)
+                     random_state=args.random_state, backbones=args.backbones)
     if overrides.pop("weights") != "imagenet":
         raise ValueError("compare runs pretrained and from-scratch rows itself; --weights "
                          "applies to extract and finetune only.")
@@ -288,7 +301,8 @@ def _compare(args):
     source = args.data or "scikit-learn's built-in digits"
     description = (
         f"{len(y)} images of {len(np.unique(y))} classes from {source}; "
-        f"{plan.n_splits}-fold stratified cross-validation; backbone {plan.backbone} "
+        f"{plan.n_splits}-fold stratified cross-validation; "
+        f"backbone{'s' if len(plan.backbones) > 1 else ''} {', '.join(map(str, plan.backbones))} "
         f"(image size {plan.image_size or 'from its weights'}), fine-tuning for at most "
         f"{plan.max_epochs} epochs with early stopping; "
         f"{'quick' if args.quick else 'full'} preset, random_state {plan.random_state}.")

@@ -8,11 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sktransfer import backbone_blocks, compare, write_report
+from sktransfer import FineTuneClassifier, backbone_blocks, compare, write_report
 from sktransfer._compare import (
+    CHOSEN_LAYER_METHOD,
     MIN_STEPS_PER_EPOCH,
     RESULT_COLUMNS,
-    _methods,
+    _from_scratch,
+    _training,
+    available_backbones,
     feature_method_name,
     study_settings,
 )
@@ -66,7 +69,7 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
                    "fit_seconds", "predict_seconds"]:
         assert column in results.columns
     assert set(results["kind"]) == {"pixels", "features", "finetune", "scratch"}
-    assert sorted(results.loc[results["kind"] == "finetune", "freeze"].astype(str)) == ["-1", "0", "all"]
+    assert sorted(results.loc[results["kind"] == "finetune", "freeze"].astype(str)) == ["-1", "0", "all", "inner CV"]
     assert results["accuracy"].between(0, 1).all() and (results["fit_seconds"] > 0).all()
     # Stripes are easy for raw pixels: the table must show real learning, not chance.
     assert results.loc[results["kind"] == "pixels", "accuracy"].max() >= 0.8
@@ -104,7 +107,7 @@ def test_compare_rejects_bad_input(stripes):
 
 @pytest.mark.parametrize("bad, meant", [
     ("folds", "n_splits"), ("seed", "random_state"), ("max_epoch", "max_epochs"),
-    ("backbon", "backbone"),
+    ("backbon", "backbones"),
 ])
 def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
     X, y = stripes
@@ -122,7 +125,8 @@ def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
                       random_state=1, device="cpu", progress=False)
     blocks = backbone_blocks("efficientnet_lite0", image_size=32)
     features = results.loc[results["kind"] == "features", "method"].tolist()
-    assert features == [f"frozen features of block {blocks[-1].name} + logistic regression"]
+    assert features == [f"frozen features of block {blocks[-1].name} + logistic regression",
+                        CHOSEN_LAYER_METHOD]
     assert results["frozen_blocks"].dtype == "Int64"
     assert results.loc[results["kind"] == "finetune", "frozen_blocks"].tolist() == [len(blocks)]
     assert results.loc[results["kind"] != "finetune", "frozen_blocks"].isna().all()
@@ -143,12 +147,12 @@ def test_scratch_row_takes_enough_steps_and_keeps_the_last_epoch(tmp_path):
     early stopping kept epoch 1, a network scoring at chance.
     """
     plan = study_settings(True, image_size=32, max_epochs=2, kinds=("scratch",), device="cpu")
-    n_blocks = len(backbone_blocks(plan.backbone, image_size=32))
-    [(_, _, _, make)] = _methods(plan, n_blocks, str(tmp_path))
+    [backbone] = available_backbones(plan.backbones, plan.image_size)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
     y = np.arange(200) % 2
-    clf = make(y).fit(X, y)
+    clf = FineTuneClassifier(**_from_scratch(_training(plan, backbone, str(tmp_path)), y))
+    clf.fit(X, y)
     batch_norm = next(m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert batch_norm.num_batches_tracked >= MIN_STEPS_PER_EPOCH * plan.max_epochs
     assert clf.best_epoch_ == plan.max_epochs == len(clf.history_)

@@ -1,0 +1,181 @@
+"""The comparison's choices (layer, depth, backbone) are made inside each outer training part."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from sklearn.model_selection import StratifiedKFold
+
+import sktransfer._compare as compare_module
+from sktransfer import FineTuneClassifierCV, compare, write_report
+from sktransfer._compare import (
+    CHOSEN_BY_CV,
+    CHOSEN_DEPTH_METHOD,
+    CHOSEN_LAYER_METHOD,
+    probe_table,
+    study_settings,
+)
+from sktransfer._report import reading, recommendation
+from sktransfer.cli import main
+
+SMALL = dict(quick=True, image_size=32, max_epochs=1, n_splits=2, inner_splits=2,
+             device="cpu", progress=False, random_state=0)
+
+
+def _digest(image):
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def test_layer_and_depth_are_chosen_on_the_training_part_only(stripes, monkeypatch):
+    X, y = stripes
+    outer = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    digests = np.array([_digest(image) for image in X])
+    probed, searched = [], []
+    score_blocks = compare_module.score_blocks
+
+    def recording_score_blocks(features, labels, cv, **options):
+        rows = options.get("rows", slice(None))
+        probed.append(set(digests[rows]))
+        return score_blocks(features, labels, cv, **options)
+
+    search_fit = FineTuneClassifierCV.fit
+
+    def recording_search_fit(self, images, labels):
+        searched.append({_digest(image) for image in images})
+        return search_fit(self, images, labels)
+
+    monkeypatch.setattr(compare_module, "score_blocks", recording_score_blocks)
+    monkeypatch.setattr(FineTuneClassifierCV, "fit", recording_search_fit)
+    results = compare(X, y, kinds=("features", "finetune"), freeze=("all", -1), **SMALL)
+
+    # The layer probe of the report: one call over all images and the outer folds.
+    diagnostic = [seen for seen in probed if len(seen) == len(X)]
+    inner_choices = [seen for seen in probed if len(seen) < len(X)]
+    assert len(diagnostic) == 1 and len(inner_choices) == len(searched) == len(outer)
+    for (train, test), layer_seen, depth_seen in zip(outer, inner_choices, searched):
+        assert layer_seen == depth_seen == set(digests[train])
+        assert not layer_seen & set(digests[test])
+
+    chosen = results.set_index("method")
+    layer = chosen.loc[CHOSEN_LAYER_METHOD]
+    blocks = probe_table(results)["name"].tolist()
+    assert all(name in blocks for name in layer["chosen"].split(", "))
+    depth = chosen.loc[CHOSEN_DEPTH_METHOD]
+    assert depth["freeze"] == CHOSEN_BY_CV and pd.isna(depth["frozen_blocks"])
+    assert set(depth["chosen"].split(", ")) <= {"all", "-1"}
+    # The chosen depth's model is the fixed-depth row's model of the fold: same scores
+    # when every fold chose the same depth.
+    if len(set(depth["chosen"].split(", "))) == 1:
+        fixed = results[(results["kind"] == "finetune")
+                        & (results["freeze"].astype(str) == depth["chosen"].split(", ")[0])]
+        assert depth["accuracy"] == pytest.approx(fixed["accuracy"].iloc[0])
+        assert depth["fit_seconds"] > fixed["fit_seconds"].iloc[0]  # the search counts
+
+
+def test_the_probe_is_a_labelled_diagnostic_and_the_report_recommends(stripes, tmp_path):
+    X, y = stripes
+    results = compare(X, y, kinds=("pixels", "features"), **SMALL)
+    probe = probe_table(results)
+    assert list(probe["block"]) == list(range(9))
+    assert probe["accuracy_mean"].between(0, 1).all()
+    # Stripes: some block's features separate the classes far above chance.
+    assert probe["accuracy_mean"].max() >= 0.8
+    files = write_report(results, tmp_path)
+    assert files["layers"].read_bytes().startswith(b"\x89PNG")
+    assert pd.read_csv(files["layers_csv"])["name"].tolist() == probe["name"].tolist()
+    report = files["report"].read_text()
+    assert "![linear probe on every block: a diagnostic over the test folds](layers.png)" in report
+    assert "Which layer transfers best" in report and "diagnostic" in report
+    assert report.count("**Recommendation for this data:**") == 1
+
+
+def test_recommendation_takes_the_cheapest_method_within_noise_of_the_best():
+    rows = pd.DataFrame([
+        {"kind": "pixels", "method": "pixels + RBF SVC", "labels_per_class": "all",
+         "accuracy": 0.950, "accuracy_std": 0.010, "fit_seconds": 0.5, "predict_seconds": 0.1,
+         "n_train": 100, "n_test": 50},
+        {"kind": "finetune", "method": "fine-tune", "freeze": 6, "labels_per_class": "all",
+         "accuracy": 0.955, "accuracy_std": 0.010, "fit_seconds": 60.0, "predict_seconds": 1.0,
+         "n_train": 100, "n_test": 50},
+        {"kind": "features", "method": "x", "labels_per_class": "all",
+         "accuracy": 0.900, "accuracy_std": 0.010, "fit_seconds": 0.1, "predict_seconds": 0.1,
+         "n_train": 100, "n_test": 50},
+    ], columns=compare_module.RESULT_COLUMNS)
+    text = recommendation(rows)
+    assert "pixels + RBF SVC" in text and "120x faster" in text
+    assert "fine-tune, freeze=6, 0.955" in text
+    # Farther than the spread from the best: the best is recommended.
+    rows.loc[0, "accuracy"] = 0.90
+    assert "fine-tune, freeze=6: accuracy 0.955" in recommendation(rows)
+    assert reading(rows).endswith(recommendation(rows))
+
+
+def test_each_backbone_with_weights_gets_its_rows(stripes, tmp_path):
+    X, y = stripes
+    weights = tmp_path / "mobilenet.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), weights)
+    with pytest.warns(UserWarning, match="Skipping backbone 'resnet18'.*could not be downloaded"):
+        results = compare(X, y, kinds=("pixels", "features", "finetune"), freeze=("all",),
+                          backbones=["efficientnet_lite0", f"mobilenet_v3_small={weights}",
+                                     "resnet18"], **SMALL)
+    transfer = results[results["kind"].isin(["features", "finetune"])]
+    assert list(dict.fromkeys(transfer["backbone"])) == ["efficientnet_lite0",
+                                                          "mobilenet_v3_small"]
+    assert transfer.groupby("backbone").size().tolist() == [3, 3]  # top layer, chosen, freeze
+    assert results.loc[results["kind"] == "pixels", "backbone"].isna().all()
+    assert set(probe_table(results)["backbone"]) == {"efficientnet_lite0", "mobilenet_v3_small"}
+    files = write_report(results, tmp_path / "report")
+    text = files["report"].read_text()
+    assert "| features | frozen features of block features.12 + logistic regression | mobilenet_v3_small |" in text
+    assert "(mobilenet_v3_small, layers.png)" in text and "(efficientnet_lite0, layers.png)" in text
+
+
+def test_no_backbone_with_weights_is_an_error(stripes):
+    X, y = stripes
+    with pytest.warns(UserWarning, match="Skipping"), \
+            pytest.raises(ValueError, match="None of the backbones.*embedded 'efficientnet_lite0'"):
+        compare(X, y, backbones=["resnet18"], **SMALL)
+
+
+def test_backbone_and_backbones_settings():
+    assert study_settings(backbone="resnet18").backbones == ("resnet18",)
+    assert study_settings(backbones="resnet18").backbones == ("resnet18",)
+    with pytest.raises(TypeError, match="not both"):
+        study_settings(backbone="a", backbones=("b",))
+    with pytest.raises(TypeError, match=r"'model' \(did you mean 'backbones'\?\)"):
+        study_settings(model="resnet18")
+
+
+def test_cli_compare_takes_several_backbones(image_folder, tmp_path, capsys):
+    out = tmp_path / "report"
+    with pytest.warns(UserWarning, match="Skipping backbone 'resnet18'"):
+        code = main(["compare", str(image_folder), "--out", str(out), "--quick", "--image-size",
+                     "32", "--max-epochs", "1", "--folds", "2", "--freeze", "all", "--device",
+                     "cpu", "--backbones", "efficientnet_lite0,resnet18"])
+    assert code == 0
+    assert set(pd.read_csv(out / "results.csv")["backbone"].dropna()) == {"efficientnet_lite0"}
+    with pytest.raises(SystemExit):
+        main(["compare", "--backbones", ","])
+    assert "invalid backbones" in capsys.readouterr().err
+
+
+def test_a_search_without_refit_scores_only(stripes):
+    from ._helpers import tiny_cnn
+
+    X, y = stripes
+    search = FineTuneClassifierCV(tiny_cnn(), freezes=["all", 1], cv=2, refit=False,
+                                  image_size=16, max_epochs=1, device="cpu", random_state=0,
+                                  progress=False).fit(X, y)
+    assert search.freeze_ in ("all", 1) and len(search.cv_results_["params"]) == 2
+    assert not hasattr(search, "net_")
+    for method in ("predict", "predict_proba", "score"):
+        assert not hasattr(search, method)
+    with pytest.raises(AttributeError) as error:
+        search.predict(X)
+    assert "refit=False" in str(error.value.__cause__)
+    with pytest.raises(AttributeError, match="refit=False"):
+        search.transform(X)
