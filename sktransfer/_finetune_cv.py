@@ -206,6 +206,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         depths = [depth for _, depth in candidates]
         shared = self._shared_inputs(images, backbone, sorted(set(depths)), device)
         splits = list(check_cv(self.cv, y, classifier=True).split(np.zeros(len(y)), y))
+        self._check_folds_can_stop_early(y, splits)
         jobs = [(index, depth, fold, train, test) for fold, (train, test) in enumerate(splits)
                 for index, (_, depth) in enumerate(candidates)]
         outcomes = Parallel(n_jobs=self.n_jobs)(
@@ -226,6 +227,18 @@ class FineTuneClassifierCV(FineTuneClassifier):
 
     def _freeze_setting(self):
         return self._n_frozen_chosen
+
+    def _check_folds_can_stop_early(self, y, splits):
+        """Each fold's training part must hold a validation part: told before any training."""
+        if not self.early_stopping:
+            return
+        for fold, (train, _) in enumerate(splits):
+            try:
+                self._validation_split(self._encode_targets(y[train], len(train), warm=True), 0)
+            except ValueError as error:
+                raise ValueError(
+                    f"Fold {fold} trains on {len(train)} of the {len(y)} samples: {error} "
+                    "(or fewer folds, cv).") from None
 
     def _target_state(self):
         return {**super()._target_state(), "freeze_": self.freeze_,

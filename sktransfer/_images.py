@@ -106,6 +106,10 @@ def take_rows(X, index):
         return X[index]
     if hasattr(X, "iloc"):
         return X.iloc[index]
+    if isinstance(X, torch.Tensor):
+        return X[torch.as_tensor(index)]
+    if hasattr(X, "__array__") and not isinstance(X, (list, tuple)):  # array-likes
+        return np.asarray(X)[index]
     return [X[i] for i in index]
 
 
