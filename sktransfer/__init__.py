@@ -13,6 +13,7 @@ _PUBLIC = {
     "CNNFeatureExtractor": "_features",
     "FineTuneClassifier": "_finetune",
     "FineTuneClassifierCV": "_finetune_cv",
+    "FineTuneRegressor": "_finetune_regressor",
     "PixelFeatures": "_pixels",
     "WeightsUnavailableError": "_weights",
     "backbone_blocks": "_backbones",

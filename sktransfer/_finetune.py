@@ -133,33 +133,37 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.checkpoint = checkpoint
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fine-tune on images ``X`` with labels ``y``.
 
         Parameters
         ----------
         X : images
             Any accepted image input (see :func:`sktransfer.read_images`).
-        y : array-like of shape (n_samples,)
-            Labels of any type.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels of any type; or a binary indicator matrix (multi-label).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the training and the validation loss (times its
+            class weight); all ones trains the same model as None.
 
         Returns
         -------
         self : FineTuneClassifier
         """
         warm = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, epochs=self.max_epochs, warm=warm)
+        return self._fit(X, y, epochs=self.max_epochs, warm=warm, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one more epoch (the first call builds the network).
 
         Parameters
         ----------
         X : images
-        y : array-like of shape (n_samples,)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
         classes : array-like, default=None
             All classes, needed on the first call when ``y`` may not hold them all.
+        sample_weight : array-like of shape (n_samples,), default=None
 
         Returns
         -------
@@ -168,7 +172,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         warm = hasattr(self, "net_")
         if warm:  # _fit_context validates the first call only: parameters may change
             self._validate_params()
-        return self._fit(X, y, epochs=1, warm=warm, classes=classes)
+        return self._fit(X, y, epochs=1, warm=warm, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
@@ -228,7 +232,8 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         return len(self.classes_)
 
     def _criterion(self, y_train):
-        return nn.CrossEntropyLoss, {"weight": self._class_weights(y_train)}
+        class_weight = self._class_weights(y_train)
+        return nn.CrossEntropyLoss(weight=class_weight, reduction="none"), class_weight
 
     def _validation_split(self, y, seed):
         n_valid = int(np.ceil(self.validation_fraction * len(y)))

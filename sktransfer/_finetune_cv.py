@@ -17,7 +17,7 @@ from ._device import resolve_precision
 from ._finetune import FineTuneClassifier
 from ._images import take_rows
 from ._inference import Inference, block_output_shapes, inference_batch_size
-from ._trainable import TRAINING_PARAMETER_DOCS
+from ._trainable import TRAINING_PARAMETER_DOCS, check_sample_weight
 from ._transfer_net import resolve_freeze
 from ._trunk import FrozenTrunk
 
@@ -185,13 +185,16 @@ class FineTuneClassifierCV(FineTuneClassifier):
         """Not offered: a search fits its candidates anew, as ``GridSearchCV`` does."""
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Score every depth on every fold, then refit the best depth on all the data.
 
         Parameters
         ----------
         X : images
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights in each fold's loss and the refit's, as ``GridSearchCV`` passes
+            them to ``fit`` (the scores stay unweighted, as its default scoring does).
 
         Returns
         -------
@@ -199,6 +202,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         """
         images, device = self._check_runtime(X)
         self._encode_targets(y, len(images), warm=False)  # checks y once, for a clear error
+        sample_weight = check_sample_weight(sample_weight, len(images))
         y = np.asarray(y)
         backbone = resolve_backbone(self.backbone, self.weights)
         n_blocks = len(backbone.block_names)
@@ -210,7 +214,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
         jobs = [(index, depth, fold, train, test) for fold, (train, test) in enumerate(splits)
                 for index, (_, depth) in enumerate(candidates)]
         outcomes = Parallel(n_jobs=self.n_jobs)(
-            delayed(self._fit_and_score)(X, y, depth, train, test, shared)
+            delayed(self._fit_and_score)(X, y, depth, train, test, shared,
+                                         None if sample_weight is None else sample_weight[train])
             for _, depth, _, train, test in jobs)
         self.cv_results_ = self._results(candidates, jobs, outcomes, len(splits))
         self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
@@ -221,7 +226,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
             return self
         self._given_trunk_inputs = {d: t for d, t in shared.items() if d == self._n_frozen_chosen}
         try:
-            return self._fit(X, y, epochs=self.max_epochs, warm=False)
+            return self._fit(X, y, epochs=self.max_epochs, warm=False,
+                             sample_weight=sample_weight)
         finally:
             self.__dict__.pop("_given_trunk_inputs", None)
 
@@ -279,13 +285,13 @@ class FineTuneClassifierCV(FineTuneClassifier):
         inputs = trunk.inputs_at(images, depths)
         return {depth: tensor for depth, tensor in inputs.items() if tensor is not None}
 
-    def _fit_and_score(self, X, y, depth, train, test, shared):
+    def _fit_and_score(self, X, y, depth, train, test, shared, sample_weight):
         params = {k: v for k, v in self.get_params().items()
                   if k not in SEARCH_PARAMETERS}
         model = FineTuneClassifier(**params, freeze=depth)
         model._given_trunk_inputs = {depth: shared[depth][train]} if depth in shared else {}
         start = time.perf_counter()
-        model.fit(take_rows(X, train), y[train])
+        model.fit(take_rows(X, train), y[train], sample_weight=sample_weight)
         model.__dict__.pop("_given_trunk_inputs", None)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()

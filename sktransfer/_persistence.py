@@ -28,7 +28,7 @@ SAFE_SKLEARN_CLASSES = {
     "sklearn.svm.SVC",
 }
 SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "FineTuneClassifierCV",
-                      "PixelFeatures")
+                      "FineTuneRegressor", "PixelFeatures")
 
 
 def save(model, path):

@@ -79,12 +79,37 @@ TRAINING_PARAMETER_DOCS = {
 }
 
 
+def check_sample_weight(sample_weight, n_samples):
+    """``sample_weight`` as a float32 array of ``n_samples`` finite weights >= 0, or None."""
+    if sample_weight is None:
+        return None
+    try:
+        weight = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError("sample_weight must be numbers, one per sample.") from None
+    if weight.ndim == 0:
+        weight = np.full(n_samples, float(weight))
+    if weight.ndim != 1 or len(weight) != n_samples:
+        raise ValueError(f"sample_weight has shape {weight.shape} for {n_samples} samples: "
+                         "give one weight per sample (a 1-D array).")
+    if not np.isfinite(weight).all():
+        raise ValueError("sample_weight contains NaN or infinite values: give every sample a "
+                         "finite weight (0 leaves a sample out of the loss).")
+    if (weight < 0).any():
+        raise ValueError(f"sample_weight has negative values (smallest {weight.min():g}): "
+                         "weights must be >= 0.")
+    if not weight.any():
+        raise ValueError("sample_weight is zero for every sample: nothing to train on.")
+    return weight.astype(np.float32)
+
+
 class FineTuneBase(NetworkEstimator):
     """Base of the fine-tuning estimators; not for direct use.
 
     Subclasses implement ``_encode_targets(y, n_samples, warm, **kwargs)`` (checks,
     sets target attributes, returns what the loss takes), ``_n_outputs()``,
-    ``_criterion(y_train)`` (loss class and its parameters), ``_target_state()`` and
+    ``_criterion(y_train)`` (a per-sample loss module, ``reduction="none"``, and the class
+    weights or None), ``_target_state()`` and
     ``_set_target_state(description)`` (for safe files); they may override
     ``_validation_split``.
     """
@@ -111,9 +136,10 @@ class FineTuneBase(NetworkEstimator):
 
     # -- fitting -------------------------------------------------------------------
 
-    def _fit(self, X, y, *, epochs, warm, **target_options):
+    def _fit(self, X, y, *, epochs, warm, sample_weight=None, **target_options):
         images, device = self._check_runtime(X, reset=not warm)
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
+        sample_weight = check_sample_weight(sample_weight, len(images))
         precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
@@ -127,7 +153,8 @@ class FineTuneBase(NetworkEstimator):
                     f"blocks; freeze={self.freeze!r} asks for another depth. Fit anew "
                     "(warm_start=False) to change freeze.")
             model = self.net_.module_ if warm else self._model
-            train, valid = self._training_sets(images, y, seed, model, device, precision)
+            train, valid = self._training_sets(images, y, seed, model, device, precision,
+                                               sample_weight)
             net = self.net_ if warm else self._skorch_net(train.y, device)
             net.set_params(verbose=self.verbose, precision=precision)
             with network_errors(input_size=self.preprocessing_.input_size,
@@ -172,7 +199,7 @@ class FineTuneBase(NetworkEstimator):
             tensors, _ = read_tensors(path)
             self._model.load_state_dict(tensors)
 
-    def _training_sets(self, images, y, seed, model, device, precision):
+    def _training_sets(self, images, y, seed, model, device, precision, sample_weight=None):
         """Training and validation sets of the inputs the trainable part needs."""
         if self.early_stopping:
             train_index, valid_index = self._validation_split(y, seed)
@@ -196,10 +223,13 @@ class FineTuneBase(NetworkEstimator):
         model.input_block = start
 
         def make(index, augment):
+            weight = None if sample_weight is None else sample_weight[index]
             if inputs is not None:
-                return TrainingSet(y[index], inputs=inputs[index], augment=augment)
+                return TrainingSet(y[index], inputs=inputs[index], augment=augment,
+                                   sample_weight=weight)
             return TrainingSet(y[index], images=images.subset(index),
-                               preprocessing=self.preprocessing_, augment=augment)
+                               preprocessing=self.preprocessing_, augment=augment,
+                               sample_weight=weight)
 
         return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
 
@@ -219,9 +249,9 @@ class FineTuneBase(NetworkEstimator):
         return self.augment
 
     def _skorch_net(self, y_train, device):
-        criterion, criterion_params = self._criterion(y_train)
+        loss, class_weight = self._criterion(y_train)
         return training_net(
-            self._model, criterion=criterion, lr=self.lr,
+            self._model, loss=loss, class_weight=class_weight, lr=self.lr,
             block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr,
                                              self.layer_lr_decay),
             optimizer=self.optimizer, weight_decay=self.weight_decay,
@@ -229,7 +259,7 @@ class FineTuneBase(NetworkEstimator):
             n_train=0 if y_train is None else len(y_train),
             early_stopping=self.early_stopping, patience=self.patience,
             checkpoint=self.checkpoint, validation=self.early_stopping,
-            verbose=self.verbose, device=device, **criterion_params)
+            verbose=self.verbose, device=device)
 
     def _forget_training_data(self):
         """Drop what only training needed, so the fitted model pickles small."""

@@ -20,10 +20,17 @@ CHECKPOINT_FILE = "best.safetensors"
 
 
 class TrainingSet(torch.utils.data.Dataset):
-    """(input, target) pairs: precomputed tensors, or images prepared when indexed."""
+    """(input, target) pairs: precomputed tensors, or images prepared when indexed.
 
-    def __init__(self, y, *, inputs=None, images=None, preprocessing=None, augment=None):
+    With ``sample_weight`` the target is ``{"target": y, "weight": w}``, which
+    :class:`SampleWeightedLoss` reads.
+    """
+
+    def __init__(self, y, *, inputs=None, images=None, preprocessing=None, augment=None,
+                 sample_weight=None):
         self.y = torch.as_tensor(y)
+        self.sample_weight = (None if sample_weight is None
+                              else torch.as_tensor(sample_weight, dtype=torch.float32))
         self.inputs = inputs
         self.images = images
         self.preprocessing = preprocessing
@@ -39,7 +46,38 @@ class TrainingSet(torch.utils.data.Dataset):
             x = self.images.prepare([index], self.preprocessing)[0]
         if self.augment is not None:
             x = self.augment(x)
+        if self.sample_weight is not None:
+            return x, {"target": self.y[index], "weight": self.sample_weight[index]}
         return x, self.y[index]
+
+
+class SampleWeightedLoss(torch.nn.Module):
+    """The weighted mean of per-sample losses: sum(w * loss) / sum(w * mass).
+
+    ``loss`` returns one value per sample (or per sample and output, averaged per
+    sample); ``class_weight`` gives each sample the mass of its class, as
+    ``CrossEntropyLoss(weight=...)`` divides by it. With all weights equal to 1 this is
+    exactly the loss's own mean, so weighting by ones trains the same model.
+    """
+
+    def __init__(self, loss, class_weight=None):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("class_weight", class_weight)
+
+    def forward(self, y_pred, y_true):
+        weight = None
+        if isinstance(y_true, dict):
+            y_true, weight = y_true["target"], y_true["weight"]
+        losses = self.loss(y_pred, y_true)
+        if losses.ndim > 1:
+            losses = losses.flatten(1).mean(1)
+        mass = (self.class_weight[y_true] if self.class_weight is not None
+                else torch.ones_like(losses))
+        if weight is not None:
+            losses, mass = losses * weight, mass * weight
+        # A batch of zero weights contributes nothing (0, not 0/0).
+        return losses.sum() / mass.sum().clamp_min(torch.finfo(mass.dtype).tiny)
 
 
 class AtomicCheckpoint(Checkpoint):
@@ -145,14 +183,16 @@ def resolve_optimizer(optimizer):
     return optimizer, {}
 
 
-def training_net(module, *, criterion, lr, block_rates, optimizer, weight_decay,
+def training_net(module, *, loss, class_weight, lr, block_rates, optimizer, weight_decay,
                  max_epochs, batch_size, n_train, early_stopping, patience, checkpoint,
-                 validation, verbose, device, **criterion_params):
+                 validation, verbose, device):
     """A :class:`TrainingNet` for ``module`` with sktransfer's callbacks and options.
 
+    ``loss`` computes per-sample losses (``reduction="none"``), averaged by
+    :class:`SampleWeightedLoss` with ``class_weight`` (or None) and any sample weights;
     ``block_rates`` maps block indices to learning rates (parameter groups);
     ``validation`` says whether a validation set will be given (for the checkpoint's
-    monitor); ``criterion_params`` go to the loss (``weight=...``).
+    monitor).
     """
     callbacks = []
     if checkpoint:
@@ -166,8 +206,9 @@ def training_net(module, *, criterion, lr, block_rates, optimizer, weight_decay,
     optimizer_class, optimizer_params = resolve_optimizer(optimizer)
     return TrainingNet(
         module=module,
-        criterion=criterion,
-        **{f"criterion__{key}": value for key, value in criterion_params.items()},
+        criterion=SampleWeightedLoss,
+        criterion__loss=loss,
+        criterion__class_weight=class_weight,
         optimizer=optimizer_class,
         lr=lr,
         optimizer__weight_decay=weight_decay,

@@ -7,19 +7,26 @@ Check status (scikit-learn 1.9, kept in sync with ``EXPECTED_FAILURES``), plus t
 feature-names and ``set_output`` checks that scikit-learn runs on its own transformers
 outside the generator (``TRANSFORMER_CHECKS``; FineTuneClassifier is a transformer too):
 
-| estimator           | checks | pass | expected failures |
-| ------------------- | ------ | ---- | ----------------- |
-| PixelFeatures       | 47 + 6 | 53   | 0                 |
-| CNNFeatureExtractor | 47 + 6 | 53   | 0                 |
-| FineTuneClassifier  | 62 + 6 | 67   | 1: check_estimators_overwrite_params (below) |
-| FineTuneClassifierCV | 62 + 6 | 67  | 1: the same                       |
+| estimator            | checks | pass | expected failures |
+| -------------------- | ------ | ---- | ----------------- |
+| PixelFeatures        | 47 + 6 | 53   | 0                 |
+| CNNFeatureExtractor  | 47 + 6 | 53   | 0                 |
+| FineTuneClassifier   | 69 + 6 | 73   | 2: check_estimators_overwrite_params, check_sample_weight_equivalence_on_dense_data (below) |
+| FineTuneClassifierCV | 69 + 6 | 73   | 2: the same       |
+| FineTuneRegressor    | 66 + 6 | 70   | 2: the same       |
 """
 
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import CNNFeatureExtractor, FineTuneClassifier, FineTuneClassifierCV, PixelFeatures
+from sktransfer import (
+    CNNFeatureExtractor,
+    FineTuneClassifier,
+    FineTuneClassifierCV,
+    FineTuneRegressor,
+    PixelFeatures,
+)
 
 from ._helpers import tiny_cnn
 
@@ -36,6 +43,8 @@ ESTIMATORS = [
     FineTuneClassifierCV(tiny_cnn(), freezes=["all", 1], cv=2, image_size=8, device="cpu",
                          max_epochs=10, lr=1e-2, early_stopping=False, progress=False,
                          random_state=0),
+    FineTuneRegressor(tiny_cnn(), image_size=8, device="cpu", max_epochs=10, lr=1e-2,
+                      progress=False, random_state=0),
 ]
 
 # The check compares joblib.hash(param) before and after fit; torch tensors hash
@@ -43,7 +52,15 @@ ESTIMATORS = [
 # parameter never compares equal, even to its own deep copy. That fit leaves the
 # backbone module untouched is tested in test_fit_does_not_touch_parameters.
 MODULE_HASH = {"check_estimators_overwrite_params": "joblib.hash of a torch module is not stable"}
-EXPECTED_FAILURES = {"FineTuneClassifier": MODULE_HASH, "FineTuneClassifierCV": MODULE_HASH}
+# Minibatch training draws different batches (and BatchNorm statistics) from a weight
+# of 2 than from a repeated sample, so the two never give the same network, as with
+# scikit-learn's own SGD estimators. That weights of one equal no weights is tested.
+WEIGHTS_AS_REPEATS = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "minibatch training: a weight of 2 is not a repeated sample",
+}
+EXPECTED_FAILURES = {name: {**MODULE_HASH, **WEIGHTS_AS_REPEATS} for name in
+                     ("FineTuneClassifier", "FineTuneClassifierCV", "FineTuneRegressor")}
 
 
 def expected_failed_checks(estimator):
