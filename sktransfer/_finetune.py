@@ -1,13 +1,16 @@
 """Fine-tuning a pretrained CNN as a scikit-learn classifier, trained by skorch."""
 
+import warnings
+from numbers import Real
+
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
@@ -47,7 +50,10 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {validation_fraction}
     {augment}
     class_weight : None, "balanced" or dict, default=None
-        Weights of the classes in the loss.
+        Weights of the classes in the loss (single-label ``y``).
+    threshold : float, default=0.5
+        Multi-label ``y`` only: ``predict`` sets a label where its probability is at
+        least this.
     {image_size}
     {image_shape}
     {device}
@@ -66,7 +72,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     Attributes
     ----------
     classes_ : ndarray
-        Class labels, in the order of ``predict_proba``'s columns.
+        Class labels, in the order of ``predict_proba``'s columns; for a multi-label
+        (2-D indicator) ``y``, the label indices ``0 .. n_labels - 1``, as scikit-learn's
+        multi-label estimators set them.
     net_ : skorch.NeuralNet
         The skorch net that trained the network (its module is a ``TransferNet``).
     history_ : skorch.History
@@ -99,14 +107,19 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     _parameter_constraints = {
         **FineTuneBase._parameter_constraints,
         "class_weight": [None, StrOptions({"balanced"}), dict],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
     }
+    #: Whether the fitted y was a multi-label indicator (set by fit; False for models
+    #: pickled before multi-label existed).
+    _multilabel = False
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
-                 augment=None, class_weight=None, image_size=None, image_shape=None,
-                 device="auto", random_state=None, verbose=0, progress="auto", memory=None,
-                 precision="fp32", warm_start=False, checkpoint=None):
+                 augment=None, class_weight=None, threshold=0.5, image_size=None,
+                 image_shape=None, device="auto", random_state=None, verbose=0,
+                 progress="auto", memory=None, precision="fp32", warm_start=False,
+                 checkpoint=None):
         self.backbone = backbone
         self.weights = weights
         self.freeze = freeze
@@ -121,6 +134,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.validation_fraction = validation_fraction
         self.augment = augment
         self.class_weight = class_weight
+        self.threshold = threshold
         self.image_size = image_size
         self.image_shape = image_shape
         self.device = device
@@ -177,6 +191,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
 
+        For a multi-label model, each label's own probability (the columns need not
+        sum to 1).
+
         Parameters
         ----------
         X : images
@@ -185,7 +202,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        return torch.softmax(self._head_outputs(X), dim=1).numpy()
+        return self._probabilities(self._head_outputs(X))
 
     def predict(self, X):
         """Predicted labels, of the type of the training labels.
@@ -196,22 +213,62 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
 
         Returns
         -------
-        ndarray of shape (n_samples,)
+        ndarray of shape (n_samples,), or (n_samples, n_labels) of 0/1 for a multi-label
+        model (a label is set where its probability is at least ``threshold``)
         """
         check_is_fitted(self)
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return self._labels(self._head_outputs(X))
+
+    def decision_function(self, X):
+        """The head's logits: confidence scores, as ``CalibratedClassifierCV`` and
+        ``TunedThresholdClassifierCV`` take them.
+
+        Parameters
+        ----------
+        X : images
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) for two classes (the score of ``classes_[1]``:
+        the difference of the two logits), else (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        logits = self._head_outputs(X).numpy()
+        if len(self.classes_) == 2 and not self._multilabel:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def _probabilities(self, logits):
+        if self._multilabel:
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits, dim=1).numpy()
+
+    def _labels(self, logits):
+        """Predictions from the head's outputs (shared with the depth search's scoring)."""
+        if self._multilabel:
+            return (self._probabilities(logits) >= self.threshold).astype(np.int64)
+        return self.classes_[logits.argmax(1).numpy()]
 
     # -- what the targets need --------------------------------------------------------
 
     def _encode_targets(self, y, n_samples, *, warm, classes=None):
         if y is None:
             raise ValueError("FineTuneClassifier requires y to be passed, but the target y is None.")
+        if np.ndim(y) == 2 and np.shape(y)[1] > 1:
+            return self._encode_indicator(y, n_samples, warm=warm)
         y = column_or_1d(y, warn=True)
         check_consistent_length(np.empty(n_samples), y)
         if y.dtype.kind == "f" and np.isnan(y).any():
             raise ValueError("y contains NaN labels: drop those samples or give them a class.")
+        if type_of_target(y) == "continuous":
+            raise ValueError(
+                "y holds continuous values, not classes: FineTuneClassifier predicts a class. "
+                "Use FineTuneRegressor to predict a quantity, or bin y into classes.")
         check_classification_targets(y)
         if warm:
+            if self._multilabel:
+                raise ValueError("The fitted network is multi-label: y must be a 2-D 0/1 "
+                                 "indicator matrix. Fit anew with warm_start=False.")
             unknown = np.setdiff1d(y, self.classes_)
             if len(unknown):
                 raise ValueError(
@@ -226,16 +283,59 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
             raise ValueError(
                 f"y has only 1 class ({encoder.classes_[0]!r}); a classifier needs at least 2.")
         self.classes_ = encoder.classes_
+        self._multilabel = False
         return encoder.transform(y)
+
+    def _encode_indicator(self, y, n_samples, *, warm):
+        """A multi-label y: a 2-D binary indicator matrix, one column per label."""
+        y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
+        check_consistent_length(np.empty(n_samples), y)
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise ValueError("y contains NaN: a multi-label y is 0 or 1 in every cell.")
+        kind = type_of_target(y)
+        if kind == "continuous-multioutput":
+            raise ValueError(
+                "y is 2-D with continuous values: FineTuneClassifier takes a 2-D y only as a "
+                "0/1 indicator matrix (multi-label). Use FineTuneRegressor for several "
+                "quantities.")
+        if kind != "multilabel-indicator" or not np.isin(np.unique(y), [0, 1]).all():
+            raise ValueError(
+                f"y is 2-D with values {np.unique(y)[:6].tolist()}...: FineTuneClassifier "
+                "takes a 2-D y only as a 0/1 indicator matrix (multi-label, one column per "
+                "label). For several multi-class outputs use "
+                "sklearn.multioutput.MultiOutputClassifier(FineTuneClassifier()).")
+        if self.class_weight is not None:
+            raise ValueError("class_weight applies to single-label y; with a multi-label y, "
+                             "weight samples with sample_weight instead.")
+        if warm:
+            if not self._multilabel or y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} labels; the fitted network has "
+                    f"{len(self.classes_)} {'labels' if self._multilabel else 'classes'}. "
+                    "Fit anew with warm_start=False.")
+        else:
+            constant = [label for label in range(y.shape[1]) if y[:, label].min() == y[:, label].max()]
+            if constant:
+                warnings.warn(
+                    f"Label(s) {constant} are the same (all 0 or all 1) in every training "
+                    "sample: the network can only learn to predict them constant.",
+                    UserWarning, stacklevel=4)
+            self.classes_ = np.arange(y.shape[1])
+            self._multilabel = True
+        return y.astype(np.float32)
 
     def _n_outputs(self):
         return len(self.classes_)
 
     def _criterion(self, y_train):
+        if self._multilabel:
+            return nn.BCEWithLogitsLoss(reduction="none"), None
         class_weight = self._class_weights(y_train)
         return nn.CrossEntropyLoss(weight=class_weight, reduction="none"), class_weight
 
     def _validation_split(self, y, seed):
+        if self._multilabel:  # label sets do not stratify: a random split
+            return super()._validation_split(y, seed)
         n_valid = int(np.ceil(self.validation_fraction * len(y)))
         n_classes = len(np.unique(y))
         if n_valid < n_classes or len(y) - n_valid < n_classes or np.bincount(y).min() < 2:
@@ -267,8 +367,15 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         return torch.as_tensor(weights, dtype=torch.float32)
 
     def _target_state(self):
-        return {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str}
+        return {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str,
+                "multilabel": self._multilabel}
 
     def _set_target_state(self, description):
         self.classes_ = np.asarray(description["classes"],
                                    dtype=np.dtype(description["classes_dtype"]))
+        self._multilabel = description.get("multilabel", False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

@@ -6,7 +6,7 @@ from numbers import Integral
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import _fit_context
-from sklearn.metrics import check_scoring
+from sklearn.metrics import accuracy_score, check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
@@ -68,6 +68,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
     {augment}
         With augmentation nothing can be shared: each fit runs the whole network.
     class_weight : None, "balanced" or dict, default=None
+    threshold : float, default=0.5
+        As in :class:`FineTuneClassifier` (multi-label ``y``).
     {image_size}
     {image_shape}
     {device}
@@ -118,9 +120,9 @@ class FineTuneClassifierCV(FineTuneClassifier):
                  freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
-                 augment=None, class_weight=None, image_size=None, image_shape=None,
-                 device="auto", random_state=None, verbose=0, progress="auto", memory=None,
-                 precision="fp32"):
+                 augment=None, class_weight=None, threshold=0.5, image_size=None,
+                 image_shape=None, device="auto", random_state=None, verbose=0,
+                 progress="auto", memory=None, precision="fp32"):
         self.backbone = backbone
         self.weights = weights
         self.freezes = freezes
@@ -139,6 +141,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.validation_fraction = validation_fraction
         self.augment = augment
         self.class_weight = class_weight
+        self.threshold = threshold
         self.image_size = image_size
         self.image_shape = image_shape
         self.device = device
@@ -151,6 +154,11 @@ class FineTuneClassifierCV(FineTuneClassifier):
     # FineTuneClassifier's parameters that a search does not take: fixed here.
     warm_start = False
     checkpoint = None
+
+    def decision_function(self, X):
+        """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""
+        self._refitted()
+        return super().decision_function(X)
 
     def _refitted(self):
         if not self.refit:
@@ -193,8 +201,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
         X : images
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
-            Weights in each fold's loss and the refit's, as ``GridSearchCV`` passes
-            them to ``fit`` (the scores stay unweighted, as its default scoring does).
+            Weights in each fold's loss and score and in the refit's loss, as
+            ``GridSearchCV`` passes them (without metadata routing).
 
         Returns
         -------
@@ -214,8 +222,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         jobs = [(index, depth, fold, train, test) for fold, (train, test) in enumerate(splits)
                 for index, (_, depth) in enumerate(candidates)]
         outcomes = Parallel(n_jobs=self.n_jobs)(
-            delayed(self._fit_and_score)(X, y, depth, train, test, shared,
-                                         None if sample_weight is None else sample_weight[train])
+            delayed(self._fit_and_score)(X, y, depth, train, test, shared, sample_weight)
             for _, depth, _, train, test in jobs)
         self.cv_results_ = self._results(candidates, jobs, outcomes, len(splits))
         self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
@@ -291,15 +298,18 @@ class FineTuneClassifierCV(FineTuneClassifier):
         model = FineTuneClassifier(**params, freeze=depth)
         model._given_trunk_inputs = {depth: shared[depth][train]} if depth in shared else {}
         start = time.perf_counter()
-        model.fit(take_rows(X, train), y[train], sample_weight=sample_weight)
+        weight = {} if sample_weight is None else {"sample_weight": sample_weight[train]}
+        model.fit(take_rows(X, train), y[train], **weight)
         model.__dict__.pop("_given_trunk_inputs", None)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
+        test_weight = {} if sample_weight is None else {"sample_weight": sample_weight[test]}
         if self.scoring is None and depth in shared:
             logits = model._head_outputs_from_trunk(shared[depth][test], depth)
-            score = float(np.mean(model.classes_[logits.argmax(1).numpy()] == y[test]))
+            score = float(accuracy_score(y[test], model._labels(logits), **test_weight))
         else:
-            score = float(check_scoring(model, self.scoring)(model, take_rows(X, test), y[test]))
+            score = float(check_scoring(model, self.scoring)(model, take_rows(X, test), y[test],
+                                                             **test_weight))
         return fit_time, time.perf_counter() - start, score
 
     def _results(self, candidates, jobs, outcomes, n_splits):
