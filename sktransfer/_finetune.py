@@ -147,27 +147,6 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.checkpoint = checkpoint
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fine-tune on images ``X`` with labels ``y``.
-
-        Parameters
-        ----------
-        X : images
-            Any accepted image input (see :func:`sktransfer.read_images`).
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Labels of any type; or a binary indicator matrix (multi-label).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each sample in the training and the validation loss (times its
-            class weight); all ones trains the same model as None.
-
-        Returns
-        -------
-        self : FineTuneClassifier
-        """
-        warm = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, epochs=self.max_epochs, warm=warm, sample_weight=sample_weight)
-
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train one more epoch (the first call builds the network).
 
@@ -183,10 +162,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         -------
         self : FineTuneClassifier
         """
-        warm = hasattr(self, "net_")
-        if warm:  # _fit_context validates the first call only: parameters may change
-            self._validate_params()
-        return self._fit(X, y, epochs=1, warm=warm, classes=classes, sample_weight=sample_weight)
+        return self._partial_fit(X, y, sample_weight, classes=classes)
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.

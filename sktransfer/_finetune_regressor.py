@@ -117,27 +117,6 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         self.checkpoint = checkpoint
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fine-tune on images ``X`` with targets ``y``.
-
-        Parameters
-        ----------
-        X : images
-            Any accepted image input (see :func:`sktransfer.read_images`).
-        y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Real-valued targets, without NaN.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each sample in the training and the validation loss; all ones
-            trains the same model as None.
-
-        Returns
-        -------
-        self : FineTuneRegressor
-        """
-        warm = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, epochs=self.max_epochs, warm=warm, sample_weight=sample_weight)
-
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Train one more epoch (the first call builds the network and the standardization).
 
@@ -151,10 +130,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         -------
         self : FineTuneRegressor
         """
-        warm = hasattr(self, "net_")
-        if warm:
-            self._validate_params()
-        return self._fit(X, y, epochs=1, warm=warm, sample_weight=sample_weight)
+        return self._partial_fit(X, y, sample_weight)
 
     def predict(self, X):
         """Predicted targets, in the units of ``y``.

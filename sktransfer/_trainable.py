@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -135,6 +136,36 @@ class FineTuneBase(NetworkEstimator):
     }
 
     # -- fitting -------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fine-tune on images ``X`` with targets ``y``.
+
+        Parameters
+        ----------
+        X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The classifier's labels of any type, or a 0/1 indicator matrix
+            (multi-label); the regressor's real-valued targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the training and the validation loss (times its
+            class weight); all ones trains the same model as None.
+
+        Returns
+        -------
+        self
+        """
+        warm = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, epochs=self.max_epochs, warm=warm, sample_weight=sample_weight)
+
+    def _partial_fit(self, X, y, sample_weight, **target_options):
+        """One more epoch; the first call builds the network (``partial_fit``'s work)."""
+        warm = hasattr(self, "net_")
+        if warm:  # _fit_context validates the first call only: parameters may change
+            self._validate_params()
+        return self._fit(X, y, epochs=1, warm=warm, sample_weight=sample_weight,
+                         **target_options)
 
     def _fit(self, X, y, *, epochs, warm, sample_weight=None, **target_options):
         images, device = self._check_runtime(X, reset=not warm)

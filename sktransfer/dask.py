@@ -35,8 +35,9 @@ def extract_features(X, extractor, *, partition_size=1024):
     X : list or 1-D array of paths, numpy array of images, or dask array
         The images. A dask array is split along its chunks of the first axis (the
         other axes are merged into one chunk); other inputs in ``partition_size`` rows.
-    extractor : CNNFeatureExtractor or FineTuneClassifier
-        Fitted (a FineTuneClassifier gives its penultimate features). With a ``dask.distributed`` client it is scattered to every worker once,
+    extractor : CNNFeatureExtractor, FineTuneClassifier or FineTuneRegressor
+        Fitted (a fine-tuned model gives its penultimate features). With a
+        ``dask.distributed`` client it is scattered to every worker once,
         so each worker deserializes the network once, not once per partition; with
         dask's local threaded scheduler all tasks share the object.
     partition_size : int, default=1024

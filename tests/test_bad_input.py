@@ -101,9 +101,9 @@ LABELS = [  # id, y, error, message
     ("length mismatch", good_labels()[:-1], ValueError, "inconsistent numbers of samples"),
     ("one class", np.array(["a"] * 12), ValueError, "only 1 class"),
     ("NaN labels", np.array([0.0, 1.0, np.nan] * 4), ValueError, "NaN"),
-    ("2-D labels", np.stack([good_labels()] * 2, axis=1), ValueError, "1d array"),
+    ("2-D labels", np.stack([good_labels()] * 2, axis=1), ValueError, "indicator matrix"),
     ("no labels", None, ValueError, "requires y"),
-    ("continuous labels", np.linspace(0, 1, 12), ValueError, "Unknown label type"),
+    ("continuous labels", np.linspace(0, 1, 12), ValueError, "continuous values.*FineTuneRegressor"),
     ("one sample", "one sample", ValueError, "1 sample"),
 ]
 

@@ -210,10 +210,10 @@ def test_grid_search_over_freeze(stripes, n_jobs):
 def test_class_weight(stripes):
     X, y = stripes
     clf = tiny(freeze=0, class_weight={"h": 5.0}, max_epochs=1).fit(X, y)
-    assert clf.net_.criterion_.weight.tolist() == [5.0, 1.0]
+    assert clf.net_.criterion_.class_weight.tolist() == [5.0, 1.0]
     balanced = tiny(class_weight="balanced", max_epochs=1, early_stopping=False).fit(X[:25], y[:25])
     expected = 25 / (2 * np.bincount(np.searchsorted(["h", "v"], y[:25])))
-    np.testing.assert_allclose(balanced.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(balanced.net_.criterion_.class_weight.numpy(), expected, rtol=1e-6)
 
 
 def test_predict_before_fit(stripes):
