@@ -204,6 +204,8 @@ def plot_layer_probe(table, path=None, *, ax=None):
     if "pixels" in table.attrs:
         mean, _ = table.attrs["pixels"]
         ax.axhline(mean, color="#7f7f7f", linestyle="--", label=f"raw pixels ({mean:.3f})")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.08 * (high - low))  # room for the "best" label
     ax.set_xticks(table["block"], table["name"], rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("block (bottom to top)")
     ax.set_ylabel("accuracy (mean ± std over folds)")
