@@ -230,7 +230,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def _encode_targets(self, y, n_samples, *, warm, classes=None):
         if y is None:
             raise ValueError("FineTuneClassifier requires y to be passed, but the target y is None.")
-        if np.ndim(y) == 2 and np.shape(y)[1] > 1:
+        if not hasattr(y, "toarray"):  # array-likes (not sparse) as arrays, once
+            y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] > 1:
             return self._encode_indicator(y, n_samples, warm=warm)
         y = column_or_1d(y, warn=True)
         check_consistent_length(np.empty(n_samples), y)

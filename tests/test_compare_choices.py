@@ -179,3 +179,17 @@ def test_a_search_without_refit_scores_only(stripes):
     assert "refit=False" in str(error.value.__cause__)
     with pytest.raises(AttributeError, match="refit=False"):
         search.transform(X)
+
+
+def test_too_few_labels_to_choose_fall_back_to_the_fixed_settings(stripes):
+    """One label per class leaves no inner folds: the rows keep the top layer and the
+    first depth, and say so in ``chosen`` instead of failing."""
+    X, y = stripes
+    results = compare(X, y, kinds=("features", "finetune"), freeze=("all", -1),
+                      labels_per_class=(1, 2), **SMALL)
+    one = results[results["labels_per_class"] == 1].set_index("method")
+    assert set(one.loc[CHOSEN_LAYER_METHOD, "chosen"].split(", ")) == {"conv_head"}
+    assert set(one.loc[CHOSEN_DEPTH_METHOD, "chosen"].split(", ")) == {"all"}
+    two = results[results["labels_per_class"] == 2].set_index("method")
+    assert two.loc[CHOSEN_DEPTH_METHOD, "n_train"] == 4
+    assert results["accuracy"].between(0, 1).all()

@@ -11,9 +11,9 @@ outside the generator (``TRANSFORMER_CHECKS``; FineTuneClassifier is a transform
 | -------------------- | ------ | ---- | ----------------- |
 | PixelFeatures        | 47 + 6 | 53   | 0                 |
 | CNNFeatureExtractor  | 47 + 6 | 53   | 0                 |
-| FineTuneClassifier   | 69 + 6 | 73   | 2: check_estimators_overwrite_params, check_sample_weight_equivalence_on_dense_data (below) |
-| FineTuneClassifierCV | 69 + 6 | 73   | 2: the same       |
-| FineTuneRegressor    | 66 + 6 | 70   | 2: the same       |
+| FineTuneClassifier   | 69 + 6 | 72   | 3: check_estimators_overwrite_params, check_sample_weight_equivalence_on_dense_data, check_methods_subset_invariance (below) |
+| FineTuneClassifierCV | 69 + 6 | 72   | 3: the same       |
+| FineTuneRegressor    | 66 + 6 | 70   | 2: the first two  |
 """
 
 import numpy as np
@@ -59,8 +59,17 @@ WEIGHTS_AS_REPEATS = {
     "check_sample_weight_equivalence_on_dense_data":
         "minibatch training: a weight of 2 is not a repeated sample",
 }
-EXPECTED_FAILURES = {name: {**MODULE_HASH, **WEIGHTS_AS_REPEATS} for name in
-                     ("FineTuneClassifier", "FineTuneClassifierCV", "FineTuneRegressor")}
+# float32 convolutions round differently with the batch size: logits of a subset
+# differ from the full set's by up to ~3e-7, above the check's atol of 1e-7 (the
+# probabilities, squeezed by the softmax, usually stay within it).
+LOGITS_BY_BATCH = {
+    "check_methods_subset_invariance": "float32 logits differ by ~3e-7 between batch sizes",
+}
+EXPECTED_FAILURES = {
+    "FineTuneClassifier": {**MODULE_HASH, **WEIGHTS_AS_REPEATS, **LOGITS_BY_BATCH},
+    "FineTuneClassifierCV": {**MODULE_HASH, **WEIGHTS_AS_REPEATS, **LOGITS_BY_BATCH},
+    "FineTuneRegressor": {**MODULE_HASH, **WEIGHTS_AS_REPEATS},
+}
 
 
 def expected_failed_checks(estimator):
