@@ -46,7 +46,7 @@ class StudySettings:
     in [0, 1], resolved once its blocks are known) or explicit depths. ``backbones``
     holds names, or ``(name, weights)`` pairs for local weights files.
     ``inner_splits`` folds of each outer training part choose the layer and the depth
-    of the "chosen by inner CV" rows. ``random_state`` seeds the folds, the label
+    of the "chosen by inner CV" rows (0 leaves those rows out). ``random_state`` seeds the folds, the label
     subsamples and every network.
     """
 
@@ -201,6 +201,9 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     unknown = set(plan.kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"kinds {sorted(unknown)} are not among {KINDS}.")
+    if plan.inner_splits == 1 or plan.inner_splits < 0:
+        raise ValueError(f"inner_splits={plan.inner_splits}: use 0 (no rows chosen by inner "
+                         "CV) or at least 2 folds.")
     images = read_images(X)
     y = np.asarray(y)
     if len(y) != len(images):
@@ -417,8 +420,9 @@ def _transfer_methods(plan, backbone, study, linear):
                           None, lambda fold, d=depth: study.fit_and_score(make_pipeline(
                               CNNFeatureExtractor(**network, layer=d), StandardScaler(),
                               linear()), fold))
-        yield _Method("features", CHOSEN_LAYER_METHOD, backbone.label, None, None,
-                      lambda fold: study.chosen_layer(backbone, fold))
+        if plan.inner_splits:
+            yield _Method("features", CHOSEN_LAYER_METHOD, backbone.label, None, None,
+                          lambda fold: study.chosen_layer(backbone, fold))
     if "finetune" not in plan.kinds:
         return
     training = _training(plan, backbone, study.cache)
@@ -438,7 +442,7 @@ def _transfer_methods(plan, backbone, study, linear):
                       resolve_freeze(depth, n_blocks),
                       lambda fold, d=depth: study.fixed_depth(lambda y_train: make(y_train, d),
                                                               d, fold))
-    if len(depths) > 1:
+    if len(depths) > 1 and plan.inner_splits:
         yield _Method("finetune", CHOSEN_DEPTH_METHOD, backbone.label, CHOSEN_BY_CV, None,
                       lambda fold: study.chosen_depth(make_search, make, depths, fold))
 

@@ -67,6 +67,10 @@ def _parser():
     compare.add_argument("--n-splits", "--folds", type=_positive_int, dest="n_splits",
                          help="number of stratified cross-validation folds (default: 5; "
                               "--quick: 3)")
+    compare.add_argument("--inner-splits", type=_inner_splits, dest="inner_splits",
+                         help="folds of each training part that choose the layer and the "
+                              "depth of the 'chosen by inner CV' rows (default: 3; --quick: "
+                              "2); 0 leaves those rows out, the fastest study")
     compare.add_argument("--random-state", "--seed", type=int, dest="random_state",
                          help="seed of the folds and of training (default: 0)")
     _on_error_option(compare)
@@ -228,6 +232,16 @@ def _positive_int(text):
     return value
 
 
+def _inner_splits(text):
+    if text.strip() == "0":
+        return 0
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"invalid inner splits {text!r}: use 0 (no inner-CV rows) or at least 2")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -293,7 +307,8 @@ def _compare(args):
     X, y = load_data(args.data, on_error=args.on_error)
     overrides = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
                      labels_per_class=args.labels_per_class, n_splits=args.n_splits,
-                     random_state=args.random_state, backbones=args.backbones)
+                     random_state=args.random_state, backbones=args.backbones,
+                     inner_splits=args.inner_splits)
     if overrides.pop("weights") != "imagenet":
         raise ValueError("compare runs pretrained and from-scratch rows itself; --weights "
                          "applies to extract and finetune only.")

@@ -193,3 +193,16 @@ def test_too_few_labels_to_choose_fall_back_to_the_fixed_settings(stripes):
     two = results[results["labels_per_class"] == 2].set_index("method")
     assert two.loc[CHOSEN_DEPTH_METHOD, "n_train"] == 4
     assert results["accuracy"].between(0, 1).all()
+
+
+def test_inner_splits_zero_leaves_the_chosen_rows_out(stripes):
+    X, y = stripes
+    results = compare(X, y, kinds=("features", "finetune"), freeze=("all", -1),
+                      **{**SMALL, "inner_splits": 0})
+    assert CHOSEN_LAYER_METHOD not in set(results["method"])
+    assert CHOSEN_DEPTH_METHOD not in set(results["method"])
+    assert results["chosen"].isna().all() and probe_table(results) is not None
+    with pytest.raises(ValueError, match="inner_splits=1: use 0"):
+        compare(X, y, **{**SMALL, "inner_splits": 1})
+    with pytest.raises(SystemExit):
+        main(["compare", "--inner-splits", "1"])
