@@ -1,11 +1,13 @@
 """The comparison study: transfer learning against classical baselines on the same splits."""
 
 import difflib
+import os
 import tempfile
 import time
 import warnings
 from collections import namedtuple
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -143,6 +145,12 @@ def available_backbones(specs, image_size=None):
             warnings.warn(f"Skipping backbone {name!r}: {error}", UserWarning, stacklevel=3)
             continue
         label = name if isinstance(name, str) else type(name).__name__
+        if isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
+            label = f"{label} ({Path(weights).name})"  # name=path: tell weight files apart
+        taken, base, copy = {choice.label for choice in chosen}, label, 1
+        while label in taken:  # the same backbone twice: keep their rows apart
+            copy += 1
+            label = f"{base} #{copy}"
         size = backbone.preprocessing.with_size(image_size).input_size
         chosen.append(BackboneChoice(name, weights, label, tuple(backbone.describe(size))))
     if not chosen:
@@ -222,7 +230,7 @@ def compare(X, y, *, quick=False, progress=True, **settings):
         np.zeros(len(y)), y))
     rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as cache:
-        study = _Study(plan, X, y, splits, cache, progress)
+        study = _Study(plan, X, y, splits, cache, backbones)
         methods = list(_methods(plan, backbones, study))
         jobs = [(k, m) for k in plan.labels_per_class for m in methods]
         bar = tqdm(total=len(jobs) * len(splits), desc="comparing", unit="fit", disable=not progress)
@@ -296,9 +304,9 @@ def _row(method, labels_per_class, folds, n_test):
 class _Study:
     """What the methods of one comparison share: data, splits, cache and fitted results."""
 
-    def __init__(self, plan, X, y, splits, cache, progress):
+    def __init__(self, plan, X, y, splits, cache, backbones):
         self.plan, self.X, self.y, self.splits = plan, X, y, splits
-        self.cache, self.progress = cache, progress
+        self.cache, self.backbones = cache, backbones
         self._features = {}
         self._finetuned = {}  # (backbone, depth, labels, fold) -> _Outcome of a fixed depth
 
@@ -378,7 +386,8 @@ class _Study:
         inner = self.inner_cv(train)
         start = time.perf_counter()
         if inner is None:  # too few labels to choose: the deepest freeze, as with few labels
-            index = 0
+            n_blocks = len(next(b for b in self.backbones if b.label == fold.backbone).blocks)
+            index = int(np.argmax([resolve_freeze(d, n_blocks) for d in depths]))
         else:
             search = make_search(y[train], inner).fit(take_rows(self.X, train), y[train])
             index = search.best_index_

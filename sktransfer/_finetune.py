@@ -305,10 +305,10 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def _n_outputs(self):
         return len(self.classes_)
 
-    def _criterion(self, y_train):
+    def _criterion(self, y_train, sample_weight=None):
         if self._multilabel:
             return nn.BCEWithLogitsLoss(reduction="none"), None
-        class_weight = self._class_weights(y_train)
+        class_weight = self._class_weights(y_train, sample_weight)
         return nn.CrossEntropyLoss(weight=class_weight, reduction="none"), class_weight
 
     def _validation_split(self, y, seed):
@@ -325,8 +325,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         return train_test_split(np.arange(len(y)), test_size=n_valid, stratify=y,
                                 random_state=seed)
 
-    def _class_weights(self, y_train):
-        """Loss weight of each class; with "balanced", from ``y_train`` (None: all 1)."""
+    def _class_weights(self, y_train, sample_weight=None):
+        """Loss weight of each class; with "balanced", from ``y_train`` and its sample
+        weights (None: all 1)."""
         if self.class_weight is None:
             return None
         if self.class_weight == "balanced":
@@ -334,7 +335,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
             if y_train is not None:
                 y_train = np.asarray(y_train)
                 present = np.unique(y_train)
-                weights[present] = compute_class_weight("balanced", classes=present, y=y_train)
+                weight = None if sample_weight is None else np.asarray(sample_weight)
+                weights[present] = compute_class_weight("balanced", classes=present, y=y_train,
+                                                        sample_weight=weight)
         else:
             unknown = set(self.class_weight) - set(self.classes_.tolist())
             if unknown:

@@ -155,9 +155,9 @@ class FineTuneClassifierCV(FineTuneClassifier):
     warm_start = False
     checkpoint = None
 
+    @available_if(lambda self: self._refitted())
     def decision_function(self, X):
         """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""
-        self._refitted()
         return super().decision_function(X)
 
     def _refitted(self):
@@ -211,7 +211,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         images, device = self._check_runtime(X)
         self._encode_targets(y, len(images), warm=False)  # checks y once, for a clear error
         sample_weight = check_sample_weight(sample_weight, len(images))
-        y = np.asarray(y)
+        y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
         backbone = resolve_backbone(self.backbone, self.weights)
         n_blocks = len(backbone.block_names)
         candidates = self._candidates(n_blocks, backbone.block_names)
@@ -254,14 +254,21 @@ class FineTuneClassifierCV(FineTuneClassifier):
                     "(or fewer folds, cv).") from None
 
     def _target_state(self):
+        results = {key: (list(value) if key == "param_freeze" else
+                         value if key == "params" else np.asarray(value).tolist())
+                   for key, value in self.cv_results_.items()}
         return {**super()._target_state(), "freeze_": self.freeze_,
                 "n_frozen_chosen": self._n_frozen_chosen, "best_score_": self.best_score_,
-                "best_index_": self.best_index_}
+                "best_index_": self.best_index_, "cv_results_": results}
 
     def _set_target_state(self, description):
         super()._set_target_state(description)
         self.freeze_, self._n_frozen_chosen = description["freeze_"], description["n_frozen_chosen"]
         self.best_score_, self.best_index_ = description["best_score_"], description["best_index_"]
+        self.cv_results_ = {
+            key: (np.ma.MaskedArray(value, dtype=object) if key == "param_freeze" else
+                  value if key == "params" else np.asarray(value))
+            for key, value in description["cv_results_"].items()}
 
     def _candidates(self, n_blocks, block_names):
         """(as given, number of frozen blocks) for each candidate, in order."""

@@ -164,7 +164,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
             raise ValueError(f"y has shape {y.shape}: give one target per sample (1-D) or "
                              "one row of targets per sample (2-D).")
         check_consistent_length(np.empty(n_samples), y)
-        if n_samples < 2:
+        if n_samples < 2 and not warm:
             raise ValueError(f"FineTuneRegressor needs at least 2 samples, got {n_samples} sample.")
         targets = y.reshape(len(y), -1)
         if warm:
@@ -182,7 +182,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     def _n_outputs(self):
         return self.n_outputs_
 
-    def _criterion(self, y_train):
+    def _criterion(self, y_train, sample_weight=None):
         options = {"delta": self.huber_delta} if self.loss == "huber" else {}
         return LOSSES[self.loss](reduction="none", **options), None
 

@@ -390,7 +390,9 @@ def format_table(results):
         accuracy=[f"{a:.3f} ± {s:.3f}" for a, s in zip(results["accuracy"], results["accuracy_std"])],
         fit_seconds=results["fit_seconds"].round(1),
         predict_seconds=results["predict_seconds"].round(2),
-    ).drop(columns=["accuracy_std", "n_test", "frozen_blocks", "backbone"])
+    ).drop(columns=["accuracy_std", "n_test", "frozen_blocks"])
+    if shown["backbone"].dropna().nunique() <= 1:
+        shown = shown.drop(columns="backbone")
     return shown.to_string(index=False)
 
 

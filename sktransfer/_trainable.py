@@ -109,8 +109,8 @@ class FineTuneBase(NetworkEstimator):
 
     Subclasses implement ``_encode_targets(y, n_samples, warm, **kwargs)`` (checks,
     sets target attributes, returns what the loss takes), ``_n_outputs()``,
-    ``_criterion(y_train)`` (a per-sample loss module, ``reduction="none"``, and the class
-    weights or None), ``_target_state()`` and
+    ``_criterion(y_train, sample_weight)`` (a per-sample loss module,
+    ``reduction="none"``, and the class weights or None), ``_target_state()`` and
     ``_set_target_state(description)`` (for safe files); they may override
     ``_validation_split``.
     """
@@ -169,8 +169,8 @@ class FineTuneBase(NetworkEstimator):
 
     def _fit(self, X, y, *, epochs, warm, sample_weight=None, **target_options):
         images, device = self._check_runtime(X, reset=not warm)
+        sample_weight = check_sample_weight(sample_weight, len(images))  # before any state
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
-        sample_weight = check_sample_weight(sample_weight, len(images))
         precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
@@ -186,7 +186,7 @@ class FineTuneBase(NetworkEstimator):
             model = self.net_.module_ if warm else self._model
             train, valid = self._training_sets(images, y, seed, model, device, precision,
                                                sample_weight)
-            net = self.net_ if warm else self._skorch_net(train.y, device)
+            net = self.net_ if warm else self._skorch_net(train.y, device, train.sample_weight)
             net.set_params(verbose=self.verbose, precision=precision)
             with network_errors(input_size=self.preprocessing_.input_size,
                                 batch_size=self.batch_size):
@@ -279,8 +279,8 @@ class FineTuneBase(NetworkEstimator):
             return light_augmentation(self.preprocessing_.input_size)
         return self.augment
 
-    def _skorch_net(self, y_train, device):
-        loss, class_weight = self._criterion(y_train)
+    def _skorch_net(self, y_train, device, sample_weight=None):
+        loss, class_weight = self._criterion(y_train, sample_weight)
         return training_net(
             self._model, loss=loss, class_weight=class_weight, lr=self.lr,
             block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr,

@@ -18,7 +18,7 @@ from sktransfer._compare import (
     probe_table,
     study_settings,
 )
-from sktransfer._report import reading, recommendation
+from sktransfer._report import format_table, reading, recommendation
 from sktransfer.cli import main
 
 SMALL = dict(quick=True, image_size=32, max_epochs=1, n_splits=2, inner_splits=2,
@@ -123,15 +123,16 @@ def test_each_backbone_with_weights_gets_its_rows(stripes, tmp_path):
                           backbones=["efficientnet_lite0", f"mobilenet_v3_small={weights}",
                                      "resnet18"], **SMALL)
     transfer = results[results["kind"].isin(["features", "finetune"])]
-    assert list(dict.fromkeys(transfer["backbone"])) == ["efficientnet_lite0",
-                                                          "mobilenet_v3_small"]
+    mobile = "mobilenet_v3_small (mobilenet.pth)"  # a weights file: named in the label
+    assert list(dict.fromkeys(transfer["backbone"])) == ["efficientnet_lite0", mobile]
     assert transfer.groupby("backbone").size().tolist() == [3, 3]  # top layer, chosen, freeze
     assert results.loc[results["kind"] == "pixels", "backbone"].isna().all()
-    assert set(probe_table(results)["backbone"]) == {"efficientnet_lite0", "mobilenet_v3_small"}
+    assert set(probe_table(results)["backbone"]) == {"efficientnet_lite0", mobile}
+    assert "mobilenet_v3_small" in format_table(results)  # the console tells them apart
     files = write_report(results, tmp_path / "report")
     text = files["report"].read_text()
-    assert "| features | frozen features of block features.12 + logistic regression | mobilenet_v3_small |" in text
-    assert "(mobilenet_v3_small, layers.png)" in text and "(efficientnet_lite0, layers.png)" in text
+    assert f"| features | frozen features of block features.12 + logistic regression | {mobile} |" in text
+    assert f"({mobile}, layers.png)" in text and "(efficientnet_lite0, layers.png)" in text
 
 
 def test_no_backbone_with_weights_is_an_error(stripes):
@@ -206,3 +207,23 @@ def test_inner_splits_zero_leaves_the_chosen_rows_out(stripes):
         compare(X, y, **{**SMALL, "inner_splits": 1})
     with pytest.raises(SystemExit):
         main(["compare", "--inner-splits", "1"])
+
+
+def test_two_weight_files_of_one_architecture_stay_apart(stripes, tmp_path):
+    X, y = stripes
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"mobilenet-{seed}.pth")
+        torch.save(torchvision.models.mobilenet_v3_small().state_dict(), paths[-1])
+    results = compare(X, y, kinds=("features",), backbones=[
+        f"mobilenet_v3_small={paths[0]}", f"mobilenet_v3_small={paths[1]}",
+        f"mobilenet_v3_small={paths[1]}"], **SMALL)
+    labels = list(dict.fromkeys(results["backbone"]))
+    assert labels == ["mobilenet_v3_small (mobilenet-0.pth)", "mobilenet_v3_small (mobilenet-1.pth)",
+                      "mobilenet_v3_small (mobilenet-1.pth) #2"]
+    probe = probe_table(results)
+    first, second, third = (probe[probe["backbone"] == label]["accuracy_mean"].to_numpy()
+                            for label in labels)
+    assert not np.array_equal(first, second)  # its own features, not the first one's
+    np.testing.assert_array_equal(second, third)

@@ -54,6 +54,8 @@ def test_fitted_search_predicts_pickles_and_saves(stripes, tmp_path):
     sktransfer.save(search, tmp_path / "search.safetensors")
     loaded = sktransfer.load(tmp_path / "search.safetensors")
     assert loaded.freeze_ == search.freeze_ and loaded.n_frozen_ == search.n_frozen_
+    pd.testing.assert_frame_equal(pd.DataFrame(loaded.cv_results_),
+                                  pd.DataFrame(search.cv_results_), check_dtype=False)
     np.testing.assert_array_equal(loaded.predict_proba(X), proba)
 
 

@@ -240,3 +240,20 @@ def test_warnings_are_not_raised_for_a_plain_fit(discs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FineTuneRegressor(tiny_cnn(), **{**FAST, "max_epochs": 1}).fit(X[:40], y[:40])
+
+
+def test_balanced_class_weights_count_the_sample_weights(discs):
+    X, area = discs
+    y = (np.arange(100) < 90).astype(int)  # 90 of class 1, 10 of class 0
+    weight = np.where(np.arange(100) < 80, 0.0, 1.0)  # 10 and 10 count
+    clf = FineTuneClassifier(tiny_cnn(), class_weight="balanced", early_stopping=False,
+                             **{**FAST, "max_epochs": 1}).fit(X[:100], y, sample_weight=weight)
+    np.testing.assert_allclose(clf.net_.criterion_.class_weight.numpy(), [1.0, 1.0])
+
+
+def test_a_bad_weight_leaves_the_fitted_model_as_it_was(tagged):
+    X, Y = tagged
+    clf = FineTuneClassifier(tiny_cnn(), **{**FAST, "max_epochs": 1}).fit(X, Y[:, 0])
+    with pytest.raises(ValueError, match="negative"):
+        clf.fit(X, Y, sample_weight=-np.ones(len(X)))
+    assert list(clf.classes_) == [0, 1] and clf.predict(X).shape == (160,)
