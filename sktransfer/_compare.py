@@ -10,11 +10,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -22,9 +20,11 @@ from ._backbones import resolve_backbone
 from ._features import CNNFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_cv import FineTuneClassifierCV
+from ._finetune_regressor import FineTuneRegressor
 from ._images import read_images, take_rows
 from ._pixels import PixelFeatures
-from ._probe import PROBE_COLUMNS, block_features, make_probe, score_blocks
+from ._probe import block_features, make_probe, probe_columns, probe_rows, score_blocks
+from ._tasks import task_of
 from ._transfer_net import resolve_freeze
 from ._weights import WeightsUnavailableError
 
@@ -33,9 +33,15 @@ KINDS = ("pixels", "features", "finetune", "scratch")
 MIN_STEPS_PER_EPOCH = 10
 #: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
 MIN_SCRATCH_BATCH = 8
-RESULT_COLUMNS = ["kind", "method", "backbone", "freeze", "chosen", "labels_per_class",
-                  "accuracy", "accuracy_std", "fit_seconds", "predict_seconds", "n_train",
-                  "n_test", "frozen_blocks"]
+
+def result_columns(metrics=("accuracy",)):
+    """The results' columns: each metric is a mean and a ``_std`` over the outer folds."""
+    scores = [column for metric in metrics for column in (metric, f"{metric}_std")]
+    return ["kind", "method", "backbone", "freeze", "chosen", "labels_per_class", *scores,
+            "fit_seconds", "predict_seconds", "n_train", "n_test", "frozen_blocks"]
+
+
+RESULT_COLUMNS = result_columns()
 #: The ``freeze`` of the fine-tuning row whose depth an inner cross-validation chooses.
 CHOSEN_BY_CV = "inner CV"
 
@@ -48,8 +54,11 @@ class StudySettings:
     in [0, 1], resolved once its blocks are known) or explicit depths. ``backbones``
     holds names, or ``(name, weights)`` pairs for local weights files.
     ``inner_splits`` folds of each outer training part choose the layer and the depth
-    of the "chosen by inner CV" rows (0 leaves those rows out). ``random_state`` seeds the folds, the label
-    subsamples and every network.
+    of the "chosen by inner CV" rows (0 leaves those rows out); ``choose_depth`` False
+    leaves out the costlier of the two, the fine-tuning depth. ``task`` is "auto" (read
+    off ``y``: see :func:`sktransfer._tasks.task_of`), "classification", "multilabel"
+    or "regression". ``random_state`` seeds the folds, the label subsamples and every
+    network.
     """
 
     backbones: tuple = ("efficientnet_lite0",)
@@ -60,6 +69,8 @@ class StudySettings:
     pixel_size: int = 32
     n_splits: int = 5
     inner_splits: int = 3
+    choose_depth: bool = True
+    task: str = "auto"
     labels_per_class: tuple = ("all",)
     batch_size: int = 32
     device: str = "auto"
@@ -69,9 +80,10 @@ class StudySettings:
 
 PRESETS = {
     "full": StudySettings(),
-    # Small images, few epochs, depths and folds: the digits in minutes on 2 cores.
+    # Small images, few epochs, depths and folds: the digits in minutes on 2 cores. The
+    # depth search (6 more fine-tunings per outer fold) is left to the full study.
     "quick": StudySettings(image_size=48, max_epochs=5, freeze=("all", 0.67, 0), pixel_size=16,
-                           n_splits=3, inner_splits=2, batch_size=64),
+                           n_splits=3, inner_splits=2, choose_depth=False, batch_size=64),
 }
 
 
@@ -173,19 +185,35 @@ def _backbone_spec(spec):
 def compare(X, y, *, quick=False, progress=True, **settings):
     """Evaluate pixels, frozen features, fine-tuning and training from scratch.
 
-    Every method is fitted and scored on the same stratified outer splits; with several
-    ``labels_per_class`` each training part is subsampled to that many labels per
-    class (the test part stays whole), which gives a learning curve. Beside the
-    fixed settings, two rows make their choice inside each outer training part by an
-    inner cross-validation: the feature layer (a linear probe on every block) and the
-    fine-tuning depth (:class:`FineTuneClassifierCV` over ``freeze``), so that their
-    scores are not selected on test folds.
+    Every method is fitted and scored on the same outer splits (stratified by class for
+    classification); with several ``labels_per_class`` each training part is subsampled
+    to that many labels per class (the test part stays whole), which gives a learning
+    curve. Beside the fixed settings, two rows make their choice inside each outer
+    training part by an inner cross-validation: the feature layer (a linear probe on
+    every block) and the fine-tuning depth (:class:`FineTuneClassifierCV` over
+    ``freeze``, or a grid search of :class:`FineTuneRegressor`), so that their scores
+    are not selected on test folds.
+
+    The target decides the scores and the classical models:
+
+    ============== =================================== ==================================
+    target         scores (the first ranks methods)    pixel and feature models
+    ============== =================================== ==================================
+    class labels   accuracy                            logistic regression, RBF SVC
+    0/1 indicator  macro F1, subset accuracy, F1 of    one logistic regression (RBF SVC)
+    (multi-label)  each label                          per label
+    numbers        R², mean absolute error             ridge regression (RidgeCV), RBF
+    (regression)                                       SVR on standardized targets
+    ============== =================================== ==================================
 
     Parameters
     ----------
     X : images
         Any accepted image input.
-    y : array-like of shape (n_samples,)
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Class labels; a 2-D 0/1 indicator (multi-label; a DataFrame's columns name the
+        labels); or float targets (regression). ``task=`` overrides the guess, say
+        for integer counts.
     quick : bool, default=False
         Smaller images, fewer epochs, depths and folds.
     progress : bool, default=True
@@ -199,7 +227,8 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     Returns
     -------
     pandas.DataFrame
-        One row per method and setting, with the columns of ``RESULT_COLUMNS``.
+        One row per method and setting, with the columns of :func:`result_columns`
+        for the task's metrics (``attrs["task"]`` and ``attrs["metric"]`` name them).
         With the features kind, ``attrs["layer_probe"]`` holds the layer probe over
         the outer folds (a diagnostic: see :func:`probe_table`).
     """
@@ -213,24 +242,16 @@ def compare(X, y, *, quick=False, progress=True, **settings):
         raise ValueError(f"inner_splits={plan.inner_splits}: use 0 (no rows chosen by inner "
                          "CV) or at least 2 folds.")
     images = read_images(X)
+    task = task_of(y, plan.task)
     y = np.asarray(y)
     if len(y) != len(images):
         raise ValueError(f"X holds {len(images)} images but y has {len(y)} labels.")
-    classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
-        raise ValueError("y has only 1 class; a comparison needs at least 2.")
-    n_splits = min(plan.n_splits, int(counts.min()))
-    if n_splits < 2:
-        raise ValueError(
-            f"Class {classes[counts.argmin()]!r} has {counts.min()} image(s): each class "
-            "needs at least 2 to be in both the training and the test part."
-        )
+    n_splits = _outer_splits(task, y, plan)
     backbones = available_backbones(plan.backbones, plan.image_size)
-    splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=plan.random_state).split(
-        np.zeros(len(y)), y))
+    splits = list(task.splitter(n_splits, plan.random_state).split(np.zeros(len(y)), y))
     rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as cache:
-        study = _Study(plan, X, y, splits, cache, backbones)
+        study = _Study(plan, task, X, y, splits, cache, backbones)
         methods = list(_methods(plan, backbones, study))
         jobs = [(k, m) for k in plan.labels_per_class for m in methods]
         bar = tqdm(total=len(jobs) * len(splits), desc="comparing", unit="fit", disable=not progress)
@@ -244,14 +265,39 @@ def compare(X, y, *, quick=False, progress=True, **settings):
                     folds.append(method.evaluate(
                         _Fold(fold, train, test, labels_per_class, method.backbone)))
                     bar.update()
-                rows.append(_row(method, labels_per_class, folds, len(splits[0][1])))
+                rows.append(_row(method, labels_per_class, folds, len(splits[0][1]),
+                                 task.metrics))
         probes = [study.layer_probe(backbone) for backbone in backbones
                   if "features" in plan.kinds]
     # Int64 (nullable) keeps depths integers beside the rows that have none: 9, not 9.0/nan.
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS).astype({"frozen_blocks": "Int64"})
+    results = pd.DataFrame(rows, columns=result_columns(task.metrics)).astype(
+        {"frozen_blocks": "Int64"})
+    results.attrs.update(task=task.name, metric=task.metric)
     if probes:
         results.attrs["layer_probe"] = pd.concat(probes, ignore_index=True).to_dict("list")
     return results
+
+
+def _outer_splits(task, y, plan):
+    """The number of outer folds, checked against the data: clear errors when too few."""
+    if task.stratified:
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError("y has only 1 class; a comparison needs at least 2.")
+        n_splits = min(plan.n_splits, int(counts.min()))
+        if n_splits < 2:
+            raise ValueError(
+                f"Class {classes[counts.argmin()]!r} has {counts.min()} image(s): each class "
+                "needs at least 2 to be in both the training and the test part."
+            )
+        return n_splits
+    if tuple(plan.labels_per_class) != ("all",):
+        raise ValueError(f"labels_per_class subsamples each class; a {task.name} target has "
+                         "no classes to subsample. Leave labels_per_class at ('all',).")
+    if len(y) < 2 * plan.n_splits:
+        raise ValueError(f"{len(y)} images are too few for {plan.n_splits} folds; give at "
+                         f"least {2 * plan.n_splits} images or fewer n_splits.")
+    return plan.n_splits
 
 
 def probe_table(results):
@@ -273,9 +319,9 @@ class _Fold(namedtuple("_Fold", "index train test labels_per_class backbone")):
     """One outer fold of one labels-per-class setting, as a method sees it."""
 
 
-class _Outcome(namedtuple("_Outcome", "accuracy fit_seconds predict_seconds n_train chosen",
+class _Outcome(namedtuple("_Outcome", "scores fit_seconds predict_seconds n_train chosen",
                           defaults=(None,))):
-    """One method's result on one fold."""
+    """One method's result on one fold: ``scores`` maps each metric to its value."""
 
 
 @dataclass(frozen=True)
@@ -288,13 +334,15 @@ class _Method:
     evaluate: object  # callable(_Fold) -> _Outcome
 
 
-def _row(method, labels_per_class, folds, n_test):
-    accuracy = [f.accuracy for f in folds]
+def _row(method, labels_per_class, folds, n_test, metrics):
     chosen = [f.chosen for f in folds if f.chosen is not None]
+    scores = {}
+    for metric in metrics:
+        values = [f.scores[metric] for f in folds]
+        scores[metric], scores[f"{metric}_std"] = float(np.mean(values)), float(np.std(values))
     return {"kind": method.kind, "method": method.name, "backbone": method.backbone,
             "freeze": method.freeze, "chosen": ", ".join(map(str, chosen)) or None,
-            "labels_per_class": labels_per_class, "accuracy": float(np.mean(accuracy)),
-            "accuracy_std": float(np.std(accuracy)),
+            "labels_per_class": labels_per_class, **scores,
             "fit_seconds": float(np.mean([f.fit_seconds for f in folds])),
             "predict_seconds": float(np.mean([f.predict_seconds for f in folds])),
             "n_train": int(np.mean([f.n_train for f in folds])), "n_test": int(n_test),
@@ -304,8 +352,8 @@ def _row(method, labels_per_class, folds, n_test):
 class _Study:
     """What the methods of one comparison share: data, splits, cache and fitted results."""
 
-    def __init__(self, plan, X, y, splits, cache, backbones):
-        self.plan, self.X, self.y, self.splits = plan, X, y, splits
+    def __init__(self, plan, task, X, y, splits, cache, backbones):
+        self.plan, self.task, self.X, self.y, self.splits = plan, task, X, y, splits
         self.cache, self.backbones = cache, backbones
         self._features = {}
         self._finetuned = {}  # (backbone, depth, labels, fold) -> _Outcome of a fixed depth
@@ -319,16 +367,20 @@ class _Study:
         start = time.perf_counter()
         predicted = model.predict(take_rows(self.X, fold.test))
         predict_seconds = time.perf_counter() - start
-        return _Outcome(float(np.mean(predicted == y[fold.test])), fit_seconds,
+        return _Outcome(self.task.scores(y[fold.test], predicted), fit_seconds,
                         predict_seconds, len(fold.train))
 
     def inner_cv(self, train):
-        """The inner splitter of a training part, or None when a class has too few images."""
-        _, counts = np.unique(self.y[train], return_counts=True)
-        n_splits = min(self.plan.inner_splits, int(counts.min()))
+        """The inner splitter of a training part, or None when it has too few images."""
+        if self.task.stratified:
+            _, counts = np.unique(self.y[train], return_counts=True)
+            n_splits = min(self.plan.inner_splits, int(counts.min()))
+        else:  # each inner fold needs a few images to be scored on
+            n_splits = min(self.plan.inner_splits, len(train) // 4)
         if n_splits < 2:
             return None
-        return StratifiedKFold(n_splits, shuffle=True, random_state=self.plan.random_state)
+        folds = StratifiedKFold if self.task.stratified else KFold
+        return folds(n_splits, shuffle=True, random_state=self.plan.random_state)
 
     def block_features(self, backbone):
         """Every block's features of every image (one pass, computed once per backbone)."""
@@ -343,32 +395,33 @@ class _Study:
         import pandas as pd
 
         features = self.block_features(backbone)
-        scores, seconds = score_blocks(features, self.y, self.splits)
-        return pd.DataFrame(
-            [{"backbone": backbone.label, "block": block.index, "name": block.name,
-              "channels": block.channels, "stride": block.reduction,
-              "accuracy_mean": float(s.mean()), "accuracy_std": float(s.std()), "seconds": t}
-             for block, s, t in zip(features.blocks, scores, seconds)],
-            columns=["backbone", *PROBE_COLUMNS])
+        task = self.task
+        scores, seconds = score_blocks(features, self.y, self.splits,
+                                       estimator=task.linear_model(), scoring=task.scoring)
+        table = pd.DataFrame(probe_rows(features.blocks, scores, seconds, task.scoring),
+                             columns=probe_columns(task.scoring))
+        table.insert(0, "backbone", backbone.label)
+        return table
 
     def chosen_layer(self, backbone, fold):
         """Choose a block by inner CV of the probe on the training part; score it on the test."""
         features = self.block_features(backbone)
-        y, train, test = self.y, fold.train, fold.test
+        y, train, test, task = self.y, fold.train, fold.test, self.task
         inner = self.inner_cv(train)
         share = features.seconds / len(y)
         start = time.perf_counter()
         if inner is None:  # too few labels to choose: the top block, as the fixed row
             position = len(features.blocks) - 1
         else:
-            scores, _ = score_blocks(features, y[train], inner, rows=train)
+            scores, _ = score_blocks(features, y[train], inner, estimator=task.linear_model(),
+                                     scoring=task.scoring, rows=train)
             position = int(np.argmax([s.mean() for s in scores]))
-        probe = make_probe().fit(features.of_block(position, train), y[train])
+        probe = make_probe(task.linear_model()).fit(features.of_block(position, train), y[train])
         fit_seconds = time.perf_counter() - start + share * len(train)
         start = time.perf_counter()
         predicted = probe.predict(features.of_block(position, test))
         predict_seconds = time.perf_counter() - start + share * len(test)
-        return _Outcome(float(np.mean(predicted == y[test])), fit_seconds, predict_seconds,
+        return _Outcome(task.scores(y[test], predicted), fit_seconds, predict_seconds,
                         len(train), features.blocks[position].name)
 
     def fixed_depth(self, make, depth, fold):
@@ -401,57 +454,71 @@ class _Study:
 
 def _methods(plan, backbones, study):
     """The study's methods, in the order of the report."""
-    linear = lambda: LogisticRegression(max_iter=2000)  # noqa: E731
-    size = plan.pixel_size
+    task, size = study.task, plan.pixel_size
+    n_outputs = 1 if study.y.ndim == 1 else study.y.shape[1]
+    models = {task.model_name("linear"): task.linear_model,
+              task.model_name("kernel"): lambda: task.kernel_model(n_outputs)}
     if "pixels" in plan.kinds:
-        for name, model in [("pixels + logistic regression", linear), ("pixels + RBF SVC", SVC)]:
-            yield _Method("pixels", name, None, None, None, lambda fold, m=model: study.fit_and_score(
-                make_pipeline(PixelFeatures(size), StandardScaler(), m()), fold))
+        for name, model in models.items():
+            yield _Method("pixels", f"pixels + {name}", None, None, None,
+                          lambda fold, m=model: study.fit_and_score(
+                              make_pipeline(PixelFeatures(size), StandardScaler(), m()), fold))
     for backbone in backbones:
-        yield from _transfer_methods(plan, backbone, study, linear)
+        yield from _transfer_methods(plan, backbone, study)
     if "scratch" in plan.kinds:
         training = _training(plan, backbones[0], study.cache)
+        network = _network_class(task)
         yield _Method("scratch", "train from random weights", backbones[0].label, 0, 0,
                       lambda fold: study.fit_and_score(
-                          FineTuneClassifier(**_from_scratch(training, study.y[fold.train])),
-                          fold))
+                          network(**_from_scratch(training, study.y[fold.train])), fold))
 
 
-def _transfer_methods(plan, backbone, study, linear):
+def _network_class(task):
+    return FineTuneRegressor if task.name == "regression" else FineTuneClassifier
+
+
+def _transfer_methods(plan, backbone, study):
+    task = study.task
     n_blocks = len(backbone.blocks)
     names = [b.name for b in backbone.blocks]
+    model = task.model_name("linear")
     network = dict(backbone=backbone.name, weights=backbone.weights, image_size=plan.image_size,
                    device=plan.device, memory=study.cache, progress=False)
     if "features" in plan.kinds:
         for layer in plan.feature_layers:
             depth = _depth(layer, n_blocks) if isinstance(layer, float) else layer
-            yield _Method("features", feature_method_name(names[depth]), backbone.label, None,
-                          None, lambda fold, d=depth: study.fit_and_score(make_pipeline(
+            yield _Method("features", feature_method_name(names[depth], model), backbone.label,
+                          None, None, lambda fold, d=depth: study.fit_and_score(make_pipeline(
                               CNNFeatureExtractor(**network, layer=d), StandardScaler(),
-                              linear()), fold))
+                              task.linear_model()), fold))
         if plan.inner_splits:
-            yield _Method("features", CHOSEN_LAYER_METHOD, backbone.label, None, None,
+            yield _Method("features", chosen_layer_method(model), backbone.label, None, None,
                           lambda fold: study.chosen_layer(backbone, fold))
     if "finetune" not in plan.kinds:
         return
     training = _training(plan, backbone, study.cache)
     depths = [_depth(f, n_blocks) if isinstance(f, float) else f for f in plan.freeze]
+    network_class = _network_class(task)
 
     def make(y_train, depth):
-        return FineTuneClassifier(**training, freeze=depth, **_early_stopping(y_train))
+        return network_class(**training, freeze=depth, **_early_stopping(y_train, task))
 
     def make_search(y_train, inner):
         # Early stopping as each inner fit's training part will need it.
         inner_part = y_train[next(inner.split(np.zeros(len(y_train)), y_train))[0]]
+        stopping = _early_stopping(inner_part, task)
+        if task.name == "regression":  # the per-image cache shares each depth's trunk
+            return GridSearchCV(network_class(**training, **stopping), {"freeze": depths},
+                                cv=inner, refit=False)
         return FineTuneClassifierCV(**training, freezes=depths, cv=inner, refit=False,
-                                    **_early_stopping(inner_part))
+                                    scoring=task.scoring, **stopping)
 
     for depth in depths:
         yield _Method("finetune", "fine-tune", backbone.label, depth,
                       resolve_freeze(depth, n_blocks),
                       lambda fold, d=depth: study.fixed_depth(lambda y_train: make(y_train, d),
                                                               d, fold))
-    if len(depths) > 1 and plan.inner_splits:
+    if len(depths) > 1 and plan.inner_splits and plan.choose_depth:
         yield _Method("finetune", CHOSEN_DEPTH_METHOD, backbone.label, CHOSEN_BY_CV, None,
                       lambda fold: study.chosen_depth(make_search, make, depths, fold))
 
@@ -462,13 +529,18 @@ def _training(plan, backbone, cache):
                 batch_size=plan.batch_size, random_state=plan.random_state)
 
 
-CHOSEN_LAYER_METHOD = "frozen features, layer chosen by inner CV + logistic regression"
+def chosen_layer_method(model="logistic regression"):
+    """The name of the row whose feature layer an inner CV chooses."""
+    return f"frozen features, layer chosen by inner CV + {model}"
+
+
+CHOSEN_LAYER_METHOD = chosen_layer_method()
 CHOSEN_DEPTH_METHOD = "fine-tune, depth chosen by inner CV"
 
 
-def feature_method_name(block):
+def feature_method_name(block, model="logistic regression"):
     """The frozen-features method's name: which block's pretrained output it uses."""
-    return f"frozen features of block {block} + logistic regression"
+    return f"frozen features of block {block} + {model}"
 
 
 def _from_scratch(training, y_train):
@@ -492,8 +564,10 @@ def _depth(fraction, n_blocks):
     return int(round(fraction * n_blocks))
 
 
-def _early_stopping(y_train):
+def _early_stopping(y_train, task):
     """Early-stopping settings that leave every class in both parts, or none."""
+    if not task.stratified:  # enough images to hold some out, or none
+        return {} if len(y_train) >= 20 else {"early_stopping": False}
     _, counts = np.unique(y_train, return_counts=True)
     if counts.min() < 3:
         return {"early_stopping": False}

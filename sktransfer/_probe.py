@@ -19,14 +19,27 @@ from sklearn.preprocessing import StandardScaler
 from ._backbones import backbone_blocks
 from ._features import CNNFeatureExtractor
 from ._pixels import PixelFeatures
+from ._tasks import metric_label
 
 PROBE_COLUMNS = ["block", "name", "channels", "stride", "accuracy_mean", "accuracy_std",
                  "seconds"]
 
 
+def probe_columns(scoring=None):
+    """The probe table's columns; the score columns are named after ``scoring``."""
+    metric = scoring or "accuracy"
+    return [f"{metric}_{c.split('_')[1]}" if c.startswith("accuracy_") else c
+            for c in PROBE_COLUMNS]
+
+
+def score_column(table):
+    """The probe table's mean-score column (``accuracy_mean``, ``r2_mean``, ...)."""
+    return next(c for c in table.columns if c.endswith("_mean"))
+
+
 def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=5,
                  estimator=None, image_size=None, image_shape=None, device="auto",
-                 precision="fp32", memory=None, pixel_size=32, random_state=0,
+                 precision="fp32", memory=None, pixel_size=32, scoring=None, random_state=0,
                  n_jobs=None, progress=True):
     """Cross-validated accuracy of a linear probe on the features of every block.
 
@@ -44,6 +57,9 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     pixel_size : int or None, default=32
         Also probe raw pixels at this size (:class:`PixelFeatures`), the no-transfer
         baseline; None skips it.
+    scoring : str, default=None
+        A scikit-learn scoring name; None uses the estimator's ``score`` (accuracy
+        for the default probe). The score columns are named after it.
     random_state : int, default=0
     n_jobs : int, default=None
         Folds fitted in parallel, as in ``cross_val_score``.
@@ -54,7 +70,8 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     -------
     pandas.DataFrame
         One row per block: ``block`` (index), ``name``, ``channels``, ``stride``,
-        ``accuracy_mean``, ``accuracy_std`` over folds, ``seconds`` (the probe's own
+        ``accuracy_mean``, ``accuracy_std`` over folds (``<scoring>_mean`` and
+        ``<scoring>_std`` with ``scoring``), ``seconds`` (the probe's own
         fits). ``attrs`` holds ``extract_seconds`` (the one shared forward pass) and,
         with ``pixel_size``, ``pixels`` (mean and std accuracy of the pixel probe).
 
@@ -80,20 +97,27 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
                               image_shape=image_shape, device=device, precision=precision,
                               memory=memory, progress=progress)
     splitter = _splitter(cv, random_state)
-    scores, seconds = score_blocks(features, y, splitter, estimator=estimator, n_jobs=n_jobs)
-    rows = [{"block": block.index, "name": block.name, "channels": block.channels,
-             "stride": block.reduction, "accuracy_mean": float(block_scores.mean()),
-             "accuracy_std": float(block_scores.std()), "seconds": block_seconds}
-            for block, block_scores, block_seconds in zip(features.blocks, scores, seconds)]
-    table = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    scores, seconds = score_blocks(features, y, splitter, estimator=estimator, scoring=scoring,
+                                   n_jobs=n_jobs)
+    table = pd.DataFrame(probe_rows(features.blocks, scores, seconds),
+                         columns=probe_columns(scoring))
     table.attrs["extract_seconds"] = features.seconds
     table.attrs["backbone"] = backbone if isinstance(backbone, str) else type(backbone).__name__
     if pixel_size is not None:
         pixels = cross_val_score(make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
                                                make_probe(estimator)), X, y, cv=splitter,
-                                 n_jobs=n_jobs)
+                                 scoring=scoring, n_jobs=n_jobs)
         table.attrs["pixels"] = (float(pixels.mean()), float(pixels.std()))
     return table
+
+
+def probe_rows(blocks, scores, seconds, scoring=None):
+    """The probe table's rows: each block with its mean and std score and fit seconds."""
+    mean, std = probe_columns(scoring)[4:6]
+    return [{"block": block.index, "name": block.name, "channels": block.channels,
+             "stride": block.reduction, mean: float(block_scores.mean()),
+             std: float(block_scores.std()), "seconds": block_seconds}
+            for block, block_scores, block_seconds in zip(blocks, scores, seconds)]
 
 
 class BlockFeatures(namedtuple("BlockFeatures", "values columns blocks seconds")):
@@ -133,7 +157,8 @@ def block_features(X, *, backbone="efficientnet_lite0", weights="imagenet", imag
     return BlockFeatures(values, columns, blocks, seconds)
 
 
-def score_blocks(features, y, cv, *, estimator=None, n_jobs=None, rows=slice(None)):
+def score_blocks(features, y, cv, *, estimator=None, scoring=None, n_jobs=None,
+                 rows=slice(None)):
     """Cross-validated scores of the standardized probe on each block's features.
 
     Parameters
@@ -141,6 +166,7 @@ def score_blocks(features, y, cv, *, estimator=None, n_jobs=None, rows=slice(Non
     features : BlockFeatures
     y : ndarray of the labels of ``rows``
     cv : cross-validation splitter or iterable of splits (of ``rows``)
+    estimator, scoring : as in :func:`probe_layers`
     rows : index of the images to use, default all
 
     Returns
@@ -154,7 +180,7 @@ def score_blocks(features, y, cv, *, estimator=None, n_jobs=None, rows=slice(Non
     for position in range(len(features.blocks)):
         start = time.perf_counter()
         scores.append(cross_val_score(probe, features.of_block(position, rows), y, cv=splits,
-                                      n_jobs=n_jobs))
+                                      scoring=scoring, n_jobs=n_jobs))
         seconds.append(time.perf_counter() - start)
     return scores, seconds
 
@@ -173,7 +199,7 @@ def _splitter(cv, random_state):
 
 
 def plot_layer_probe(table, path=None, *, ax=None):
-    """Accuracy against depth, with the raw-pixel probe as a line.
+    """The probe's score against depth, with the raw-pixel probe as a line.
 
     Parameters
     ----------
@@ -194,12 +220,14 @@ def plot_layer_probe(table, path=None, *, ax=None):
     if ax is None:
         figure = Figure(figsize=(8, 4.5), layout="constrained")
         ax = figure.subplots()
-    ax.errorbar(table["block"], table["accuracy_mean"], yerr=table["accuracy_std"],
+    mean = score_column(table)
+    metric = mean[:-len("_mean")]
+    ax.errorbar(table["block"], table[mean], yerr=table[f"{metric}_std"],
                 marker="o", color="#1f77b4", capsize=3,
                 label=f"linear probe on each block ({table.attrs.get('backbone', 'backbone')})")
-    best = table.loc[table["accuracy_mean"].idxmax()]
-    ax.annotate(f"best: {best['name']} ({best['accuracy_mean']:.3f})",
-                (best["block"], best["accuracy_mean"]), textcoords="offset points",
+    best = table.loc[table[mean].idxmax()]
+    ax.annotate(f"best: {best['name']} ({best[mean]:.3f})",
+                (best["block"], best[mean]), textcoords="offset points",
                 xytext=(0, 10), ha="center", fontsize=8)
     if "pixels" in table.attrs:
         mean, _ = table.attrs["pixels"]
@@ -208,7 +236,7 @@ def plot_layer_probe(table, path=None, *, ax=None):
     ax.set_ylim(low, high + 0.08 * (high - low))  # room for the "best" label
     ax.set_xticks(table["block"], table["name"], rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("block (bottom to top)")
-    ax.set_ylabel("accuracy (mean ± std over folds)")
+    ax.set_ylabel(f"{metric_label(metric)} (mean ± std over folds)")
     ax.set_title("which layer transfers: a diagnostic over all folds")
     ax.legend(fontsize=8)
     if figure is not None and path is not None:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._compare import CHOSEN_BY_CV, CHOSEN_DEPTH_METHOD, CHOSEN_LAYER_METHOD, probe_table
-from ._probe import plot_layer_probe
+from ._compare import CHOSEN_BY_CV, probe_table
+from ._probe import plot_layer_probe, score_column
+from ._tasks import metric_label
 
 KIND_COLORS = {"pixels": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
                "scratch": "#d62728"}
@@ -13,10 +14,33 @@ KIND_COLORS = {"pixels": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c"
 KIND_COLORMAPS = {"pixels": "Greys", "features": "Blues", "finetune": "Greens",
                   "scratch": "Reds"}
 MARKERS = ("o", "s", "^", "D", "v", "P")
+#: The primary metrics the comparison ranks by, one per task (higher is better).
+PRIMARY_METRICS = ("accuracy", "f1_macro", "r2")
+
+
+def primary_metric(results):
+    """The metric that ranks the rows: ``attrs["metric"]``, or read off a CSV's columns."""
+    return results.attrs.get("metric") or next(m for m in PRIMARY_METRICS if m in results)
+
+
+def metric_columns(results):
+    """Every metric of the results (columns with a ``_std`` partner), the primary first."""
+    metrics = [c for c in results.columns if f"{c}_std" in results.columns]
+    primary = primary_metric(results)
+    return [primary, *(m for m in metrics if m != primary)]
+
+
+def _difference(gap, metric):
+    """A difference of two scores in words: points for proportions, plain for R²."""
+    if metric == "r2":
+        return f"{abs(gap):.3f}"
+    return f"{abs(gap) * 100:.1f} points"
 
 
 def write_report(results, out_dir, *, title="sktransfer comparison", description=""):
     """Write ``results.csv``, ``accuracy.png`` (and ``learning_curve.png``) and ``report.md``.
+
+    The plot of the scores is ``scores.png`` for a multi-label or regression target.
 
     Parameters
     ----------
@@ -35,7 +59,8 @@ def write_report(results, out_dir, *, title="sktransfer comparison", description
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = results.assign(frozen_blocks=_integers(results["frozen_blocks"]))
-    files = {"csv": out / "results.csv", "plot": out / "accuracy.png", "report": out / "report.md"}
+    plot = "accuracy.png" if primary_metric(results) == "accuracy" else "scores.png"
+    files = {"csv": out / "results.csv", "plot": out / plot, "report": out / "report.md"}
     results.to_csv(files["csv"], index=False)
     plot_accuracy(results, files["plot"])
     if results["labels_per_class"].nunique() > 1:
@@ -107,50 +132,56 @@ def _largest_labels(results):
 
 
 def plot_accuracy(results, path=None):
-    """Bars of accuracy by method, and fine-tuning accuracy by freeze depth.
+    """Bars of the primary score by method, and fine-tuning's score by freeze depth.
 
-    Returns the matplotlib Figure (also saved to ``path`` when given).
+    The score is accuracy for class labels, macro F1 for multi-label targets and R²
+    for regression. Returns the matplotlib Figure (also saved to ``path`` when given).
     """
     from matplotlib.figure import Figure
 
+    metric = primary_metric(results)
+    name = metric_label(metric)
     rows = _largest_labels(results)
     styles = method_styles(rows)
     finetune = rows[rows["kind"] == "finetune"]
     figure = Figure(figsize=(11, 0.45 * len(rows) + 2), layout="constrained")
     bars, depths = figure.subplots(1, 2, width_ratios=(3, 2))
     label_of = _labeller(rows)
-    ordered = rows.sort_values("accuracy")
+    ordered = rows.sort_values(metric)
     labels = [label_of(r) for _, r in ordered.iterrows()]
-    bars.barh(labels, ordered["accuracy"], xerr=ordered["accuracy_std"],
+    bars.barh(labels, ordered[metric], xerr=ordered[f"{metric}_std"],
               color=[styles[label][0] for label in labels])
-    bars.set_xlabel("accuracy (mean ± std over folds)")
+    bars.set_xlabel(f"{name} (mean ± std over folds)")
+    # R² can be negative (worse than the mean): show down to -1 at most.
+    low = max(-1.0, min(0.0, float((ordered[metric] - ordered[f"{metric}_std"]).min())))
     # Room right of 1 for the value labels, which sit past the end of the error bar.
-    bars.set_xlim(0, 1.12)
-    bars.set_xticks(np.linspace(0, 1, 6))
-    bars.set_title("accuracy by method")
-    for y, (value, spread) in enumerate(zip(ordered["accuracy"], ordered["accuracy_std"])):
-        bars.text(value + spread + 0.01, y, f"{value:.3f}", va="center", ha="left", fontsize=8)
+    bars.set_xticks(np.linspace(-1, 1, 11) if low < 0 else np.linspace(0, 1, 6))
+    bars.set_xlim(low - 0.02 if low < 0 else 0, 1.12)
+    bars.set_title(f"{name} by method")
+    for y, (value, spread) in enumerate(zip(ordered[metric], ordered[f"{metric}_std"])):
+        bars.text(max(value + spread, low) + 0.01, y, f"{value:.3f}", va="center", ha="left",
+                  fontsize=8)
     fixed = finetune[finetune["frozen_blocks"].notna()]
     if len(fixed):
         for backbone, group in fixed.groupby(fixed["backbone"].fillna(""), sort=False):
             order = group.sort_values("frozen_blocks")
             frozen = order["frozen_blocks"].astype(int)
             several = fixed["backbone"].nunique() > 1
-            depths.errorbar(frozen, order["accuracy"], yerr=order["accuracy_std"], marker="o",
+            depths.errorbar(frozen, order[metric], yerr=order[f"{metric}_std"], marker="o",
                             color=None if several else KIND_COLORS["finetune"],
                             label=f"fine-tune ({backbone})" if several else "fine-tune")
             depths.set_xticks(frozen, [str(f) for f in order["freeze"]])
         for _, chosen in finetune[finetune["frozen_blocks"].isna()].iterrows():
-            depths.axhline(chosen["accuracy"], color=styles[label_of(chosen)][0], linestyle=":",
+            depths.axhline(chosen[metric], color=styles[label_of(chosen)][0], linestyle=":",
                            label=f"depth chosen by inner CV ({chosen['chosen']})")
         for kind in ("features", "pixels", "scratch"):
             best = rows[rows["kind"] == kind]
             if len(best):
-                top = best.loc[best["accuracy"].idxmax()]
-                depths.axhline(top["accuracy"], color=styles[label_of(top)][0], linestyle="--",
+                top = best.loc[best[metric].idxmax()]
+                depths.axhline(top[metric], color=styles[label_of(top)][0], linestyle="--",
                                label=f"best {kind}")
         depths.set_xlabel("freeze (frozen bottom blocks)")
-        depths.set_ylabel("accuracy")
+        depths.set_ylabel(name)
         depths.set_title("fine-tuning by freeze depth")
         depths.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     else:
@@ -168,6 +199,7 @@ def plot_learning_curve(results, path=None):
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
+    metric = primary_metric(results)
     figure = Figure(figsize=(11, 5), layout="constrained")
     axes = figure.subplots()
     styles = method_styles(results)
@@ -177,14 +209,14 @@ def plot_learning_curve(results, path=None):
     for label, group in results.groupby(results.apply(label_of, axis=1), sort=False):
         x = [position[k if k == "all" else int(k)] for k in group["labels_per_class"]]
         color, marker = styles[label]
-        axes.errorbar(x, group["accuracy"], yerr=group["accuracy_std"], marker=marker,
+        axes.errorbar(x, group[metric], yerr=group[f"{metric}_std"], marker=marker,
                       label=label, color=color, capsize=3)
     axes.set_xscale("log")
     axes.set_xticks(list(position.values()), [str(k) for k in position])
     # The log scale's own minor ticks would label values nobody chose (4, 6, 3x10^1...).
     axes.xaxis.set_minor_locator(NullLocator())
     axes.set_xlabel("labels per class")
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel(metric_label(metric))
     axes.set_title("learning curve")
     # Beside the plot: inside, the legend hides the points of the smallest counts.
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
@@ -194,11 +226,11 @@ def plot_learning_curve(results, path=None):
 
 
 def plot_layers(results, path=None):
-    """The comparison's layer probe: accuracy of every block, one panel per backbone.
+    """The comparison's layer probe: the score of every block, one panel per backbone.
 
     A diagnostic: every block is scored on the outer test folds. The raw-pixel line is
-    the comparison's "pixels + logistic regression" row (the same standardized linear
-    model on the same folds). Returns the Figure (also saved to ``path`` when given).
+    the comparison's first pixels row, "pixels + logistic regression" (or ridge
+    regression): the same standardized linear model on the same folds. Returns the Figure (also saved to ``path`` when given).
     """
     from matplotlib.figure import Figure
 
@@ -206,14 +238,14 @@ def plot_layers(results, path=None):
     backbones = list(dict.fromkeys(probe["backbone"]))
     figure = Figure(figsize=(8 * len(backbones), 4.5), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(backbones), sharey=True, squeeze=False)[0])
-    pixels = results[(results["method"] == "pixels + logistic regression")
-                     & (results["labels_per_class"] == "all")]
+    metric = primary_metric(results)
+    pixels = results[(results["kind"] == "pixels") & (results["labels_per_class"] == "all")]
     for ax, backbone in zip(axes, backbones):
         table = probe[probe["backbone"] == backbone].reset_index(drop=True)
         table.attrs["backbone"] = backbone
         if len(pixels):
-            table.attrs["pixels"] = (float(pixels["accuracy"].iloc[0]),
-                                     float(pixels["accuracy_std"].iloc[0]))
+            table.attrs["pixels"] = (float(pixels[metric].iloc[0]),
+                                     float(pixels[f"{metric}_std"].iloc[0]))
         plot_layer_probe(table, ax=ax)
         ax.set_title(f"which layer transfers ({backbone}): diagnostic, scored on the test folds",
                      fontsize=10)
@@ -224,41 +256,42 @@ def plot_layers(results, path=None):
 
 def reading(results):
     """A few plain sentences on what the table shows, ending with a recommendation."""
+    metric = primary_metric(results)
+    name = metric_label(metric)
     rows = _largest_labels(results)
     label_of = _labeller(rows)
-    best = rows.loc[rows["accuracy"].idxmax()]
-    lines = [f"Best: **{label_of(best)}** ({best['kind']}) with accuracy "
-             f"{best['accuracy']:.3f} ± {best['accuracy_std']:.3f}."]
+    best = rows.loc[rows[metric].idxmax()]
+    lines = [f"Best: **{label_of(best)}** ({best['kind']}) with {name} "
+             f"{best[metric]:.3f} ± {best[f'{metric}_std']:.3f}."]
     pixels = rows[rows["kind"] == "pixels"]
     transfer = rows[rows["kind"].isin(["features", "finetune"])]
     if len(pixels) and len(transfer):
-        top_pixels = pixels.loc[pixels["accuracy"].idxmax()]
-        top_transfer = transfer.loc[transfer["accuracy"].idxmax()]
-        gap = top_transfer["accuracy"] - top_pixels["accuracy"]
+        top_pixels = pixels.loc[pixels[metric].idxmax()]
+        top_transfer = transfer.loc[transfer[metric].idxmax()]
+        gap = top_transfer[metric] - top_pixels[metric]
         verdict = "beats" if gap > 0 else "does not beat"
         lines.append(
             f"Transfer learning {verdict} the classical baseline here: the best transfer "
-            f"method ({label_of(top_transfer)}, {top_transfer['accuracy']:.3f}) is "
-            f"{abs(gap) * 100:.1f} points {'above' if gap > 0 else 'below'} the best "
-            f"raw-pixel model ({label_of(top_pixels)}, {top_pixels['accuracy']:.3f})."
+            f"method ({label_of(top_transfer)}, {top_transfer[metric]:.3f}) is "
+            f"{_difference(gap, metric)} {'above' if gap > 0 else 'below'} the best "
+            f"raw-pixel model ({label_of(top_pixels)}, {top_pixels[metric]:.3f})."
         )
     lines += _layer_sentences(results, rows)
-    lines += _depth_sentences(rows[rows["kind"] == "finetune"])
+    lines += _depth_sentences(rows[rows["kind"] == "finetune"], metric)
     scratch = rows[rows["kind"] == "scratch"]
     if len(scratch) and len(transfer):
-        top_transfer = transfer["accuracy"].max()
-        gap = top_transfer - scratch["accuracy"].max()
+        gap = transfer[metric].max() - scratch[metric].max()
         lines.append(
             f"The same network trained from random weights for the same number of epochs "
-            f"reaches {scratch['accuracy'].max():.3f}: pretraining is worth "
-            f"{gap * 100:+.1f} points at this training budget."
+            f"reaches {scratch[metric].max():.3f}: pretraining is worth "
+            f"{'+' if gap >= 0 else '-'}{_difference(gap, metric)} at this training budget."
         )
     counts = [k for k in results["labels_per_class"].unique() if k != "all"]
     if counts:
         fewest = results[results["labels_per_class"] == min(counts, key=int)]
-        top = fewest.loc[fewest["accuracy"].idxmax()]
+        top = fewest.loc[fewest[metric].idxmax()]
         lines.append(f"With only {min(counts, key=int)} labels per class, the best method was "
-                     f"{_labeller(fewest)(top)} ({top['accuracy']:.3f}).")
+                     f"{_labeller(fewest)(top)} ({top[metric]:.3f}).")
     lines.append("Differences smaller than the ± spread over folds are within noise.")
     return " ".join(lines) + "\n\n" + recommendation(results)
 
@@ -266,24 +299,25 @@ def reading(results):
 def recommendation(results):
     """The method to use on this data: the cheapest within noise of the best.
 
-    Among the rows of the most labels, those whose accuracy is within the best row's
-    spread over folds (at least half a point) of the best; of these, the one that fits
-    fastest.
+    Among the rows of the most labels, those whose primary score (accuracy, macro F1
+    or R²) is within the best row's spread over folds (at least 0.005) of the best;
+    of these, the one that fits fastest.
     """
+    metric = primary_metric(results)
     rows = _largest_labels(results)
     label_of = _labeller(rows)
-    best = rows.loc[rows["accuracy"].idxmax()]
-    margin = max(best["accuracy_std"], 0.005)
-    close = rows[rows["accuracy"] >= best["accuracy"] - margin]
+    best = rows.loc[rows[metric].idxmax()]
+    margin = max(best[f"{metric}_std"], 0.005)
+    close = rows[rows[metric] >= best[metric] - margin]
     pick = close.loc[close["fit_seconds"].idxmin()]
     setting = f" (it chose {pick['chosen']} in the outer folds)" if _has(pick, "chosen") else ""
-    text = (f"**Recommendation for this data:** {label_of(pick)}{setting}: accuracy "
-            f"{pick['accuracy']:.3f} ± {pick['accuracy_std']:.3f}, "
+    text = (f"**Recommendation for this data:** {label_of(pick)}{setting}: "
+            f"{metric_label(metric)} {pick[metric]:.3f} ± {pick[f'{metric}_std']:.3f}, "
             f"{_seconds(pick['fit_seconds'])} to fit on {pick['n_train']} images and "
             f"{_seconds(pick['predict_seconds'])} to predict {pick['n_test']}.")
     if pick.name != best.name:
-        text += (f" It is within {margin * 100:.1f} points of the most accurate "
-                 f"({label_of(best)}, {best['accuracy']:.3f}) and fits "
+        text += (f" It is within {_difference(margin, metric)} of the most accurate "
+                 f"({label_of(best)}, {best[metric]:.3f}) and fits "
                  f"{best['fit_seconds'] / max(pick['fit_seconds'], 1e-9):.0f}x faster.")
     return text + (" The best of several rows scored on the same folds is slightly "
                    "optimistic; the rows chosen by inner CV are not.")
@@ -303,80 +337,92 @@ def _layer_sentences(results, rows):
     probe = probe_table(results)
     if probe is None:
         return []
+    score = score_column(probe)
     sentences = []
     for backbone, table in probe.groupby("backbone", sort=False):
-        peak = table.loc[table["accuracy_mean"].idxmax()]
+        peak = table.loc[table[score].idxmax()]
         top = table.iloc[-1]
-        where = (f"peaks at the top block {top['name']} ({top['accuracy_mean']:.3f})"
+        where = (f"peaks at the top block {top['name']} ({top[score]:.3f})"
                  if peak["block"] == top["block"] else
-                 f"peaks at {peak['name']} ({peak['accuracy_mean']:.3f}, block "
+                 f"peaks at {peak['name']} ({peak[score]:.3f}, block "
                  f"{int(peak['block']) + 1} of {len(table)}) and falls to "
-                 f"{top['accuracy_mean']:.3f} at the top block {top['name']}: the most "
+                 f"{top[score]:.3f} at the top block {top['name']}: the most "
                  "ImageNet-specific features transfer worse here than lower ones")
         sentence = (f"Which layer transfers best ({backbone}, layers.png): a linear probe on "
                     f"every block {where}. That curve is a diagnostic, scored on the test folds.")
-        chosen = rows[(rows["method"] == CHOSEN_LAYER_METHOD) & (rows["backbone"] == backbone)]
+        chosen = rows[(rows["kind"] == "features") & rows["chosen"].notna()
+                      & (rows["backbone"] == backbone)]
         if len(chosen):
             row = chosen.iloc[0]
+            metric = primary_metric(results)
             sentence += (f" Chosen inside each training part by inner CV, the layer was "
-                         f"{row['chosen']}, scoring {row['accuracy']:.3f} ± "
-                         f"{row['accuracy_std']:.3f} on the test folds.")
+                         f"{row['chosen']}, scoring {row[metric]:.3f} ± "
+                         f"{row[f'{metric}_std']:.3f} on the test folds.")
         sentences.append(sentence)
     return sentences
 
 
-def _depth_sentences(finetune):
+def _depth_sentences(finetune, metric):
     """What the fine-tuning depths show, and the depth the inner CV chose."""
     sentences = []
     fixed = finetune[finetune["freeze"] != CHOSEN_BY_CV]
     label_of = _labeller(finetune)
     if fixed["freeze"].astype(str).nunique() >= 2:
-        top = fixed.loc[fixed["accuracy"].idxmax()]
-        worst = fixed.loc[fixed["accuracy"].idxmin()]
-        if top["accuracy"] == worst["accuracy"]:
+        top = fixed.loc[fixed[metric].idxmax()]
+        worst = fixed.loc[fixed[metric].idxmin()]
+        if top[metric] == worst[metric]:
             sentence = (f"All {len(fixed)} fine-tuning depths scored the same "
-                        f"({top['accuracy']:.3f}).")
+                        f"({top[metric]:.3f}).")
         else:
             sentence = (f"Among fine-tuning depths, {label_of(top)} was best "
-                        f"({top['accuracy']:.3f}); {label_of(worst)} was worst "
-                        f"({worst['accuracy']:.3f}).")
+                        f"({top[metric]:.3f}); {label_of(worst)} was worst "
+                        f"({worst[metric]:.3f}).")
         if "all" in set(fixed["freeze"].astype(str)):
-            sentence += " With freeze=all only the new classification layer is trained."
+            sentence += " With freeze=all only the new output layer is trained."
         sentences.append(sentence)
     for _, row in finetune[finetune["freeze"] == CHOSEN_BY_CV].iterrows():
         backbone = f" ({row['backbone']})" if isinstance(row.get("backbone"), str) else ""
         sentences.append(
-            f"Chosen inside each training part by FineTuneClassifierCV{backbone}, the depth was "
+            f"Chosen inside each training part by an inner CV{backbone}, the depth was "
             f"freeze={row['chosen']} over the outer folds; that choice scores "
-            f"{row['accuracy']:.3f} ± {row['accuracy_std']:.3f}, the unbiased estimate of "
+            f"{row[metric]:.3f} ± {row[f'{metric}_std']:.3f}, the unbiased estimate of "
             "choosing the depth by data.")
     return sentences
 
 
+def _scores_as_text(results):
+    """Each metric column as "mean ± std" text, the ``_std`` columns dropped."""
+    metrics = metric_columns(results)
+    shown = results.assign(**{m: [f"{a:.3f} ± {s:.3f}" for a, s in
+                                  zip(results[m], results[f"{m}_std"])] for m in metrics})
+    return shown.drop(columns=[f"{m}_std" for m in metrics])
+
+
 def _markdown(results, files, title, description):
-    table = results.assign(
-        accuracy=[f"{a:.3f} ± {s:.3f}" for a, s in zip(results["accuracy"], results["accuracy_std"])],
+    table = _scores_as_text(results).assign(
         fit_seconds=results["fit_seconds"].map("{:.1f}".format),
         predict_seconds=results["predict_seconds"].map("{:.2f}".format),
         freeze=results["freeze"].map(_text),
         chosen=results["chosen"].map(_text),
         backbone=results["backbone"].map(_text),
         frozen_blocks=_integer_text(results["frozen_blocks"]),
-    ).drop(columns="accuracy_std")
+    )
     header = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     parts = [f"# {title}", "", description, "", "## Reading", "", reading(results), "",
-             f"![accuracy by method and freeze depth]({files['plot'].name})", ""]
+             f"![{metric_label(primary_metric(results))} by method and freeze depth]"
+             f"({files['plot'].name})", ""]
     if "learning_curve" in files:
         parts += [f"![learning curve]({files['learning_curve'].name})", ""]
     if "layers" in files:
+        chosen = dict.fromkeys(results.loc[results["chosen"].notna(), "method"])
+        named = " and ".join(f'"{method}"' for method in chosen) or "chosen by inner CV"
         parts += [f"![linear probe on every block: a diagnostic over the test folds]"
                   f"({files['layers'].name})", "",
                   f"The layer probe is a diagnostic: every block is scored on the test folds "
                   f"([{files['layers_csv'].name}]({files['layers_csv'].name})). The rows "
-                  f"\"{CHOSEN_LAYER_METHOD}\" and \"{CHOSEN_DEPTH_METHOD}\" make their "
-                  "choice inside each training part.", ""]
+                  f"{named} make their choice inside each training part.", ""]
     parts += ["## Results", "", header, rule, *body, "",
               f"Raw numbers: [{files['csv'].name}]({files['csv'].name}).", ""]
     return "\n".join(parts)
@@ -384,13 +430,12 @@ def _markdown(results, files, title, description):
 
 def format_table(results):
     """The results as an aligned text table, for the console."""
-    shown = results.assign(
+    shown = _scores_as_text(results).assign(
         freeze=results["freeze"].map(_text),
         chosen=results["chosen"].map(_text),
-        accuracy=[f"{a:.3f} ± {s:.3f}" for a, s in zip(results["accuracy"], results["accuracy_std"])],
         fit_seconds=results["fit_seconds"].round(1),
         predict_seconds=results["predict_seconds"].round(2),
-    ).drop(columns=["accuracy_std", "n_test", "frozen_blocks"])
+    ).drop(columns=["n_test", "frozen_blocks"])
     if shown["backbone"].dropna().nunique() <= 1:
         shown = shown.drop(columns="backbone")
     return shown.to_string(index=False)

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-DATA_HELP = ("a folder with one sub-folder of images per class, or an .npz file with arrays "
-             "X and y; default: scikit-learn's built-in digits")
+DATA_HELP = ("a folder with one sub-folder of images per class, an .npz file with arrays "
+             "X and y, or a .csv of image path and target(s) per row; default: "
+             "scikit-learn's built-in digits")
 ON_ERROR_HELP = ("what to do with image files that cannot be read: 'raise' lists them all "
                  "and stops before any work; 'skip' leaves them out with a warning "
                  "(default: %(default)s)")
@@ -71,6 +72,15 @@ def _parser():
                          help="folds of each training part that choose the layer and the "
                               "depth of the 'chosen by inner CV' rows (default: 3; --quick: "
                               "2); 0 leaves those rows out, the fastest study")
+    compare.add_argument("--task", choices=["auto", "classification", "multilabel",
+                                            "regression"],
+                         help="what y is (default: auto: float targets are regression, a 2-D "
+                              "0/1 indicator multi-label, other labels classes); regression "
+                              "for integer counts")
+    compare.add_argument("--choose-depth", action=argparse.BooleanOptionalAction, default=None,
+                         help="add the row whose fine-tuning depth an inner CV chooses "
+                              "(default: on; off with --quick, where it would add 6 "
+                              "fine-tunings per fold)")
     compare.add_argument("--random-state", "--seed", type=int, dest="random_state",
                          help="seed of the folds and of training (default: 0)")
     _on_error_option(compare)
@@ -301,6 +311,7 @@ def _compare(args):
 
     from ._compare import compare, study_settings
     from ._report import format_table, write_report
+    from ._tasks import task_of
     from .datasets import load_data
 
     out = _writable_folder(args.output)
@@ -308,15 +319,17 @@ def _compare(args):
     overrides = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
                      labels_per_class=args.labels_per_class, n_splits=args.n_splits,
                      random_state=args.random_state, backbones=args.backbones,
-                     inner_splits=args.inner_splits)
+                     inner_splits=args.inner_splits, task=args.task,
+                     choose_depth=args.choose_depth)
     if overrides.pop("weights") != "imagenet":
         raise ValueError("compare runs pretrained and from-scratch rows itself; --weights "
                          "applies to extract and finetune only.")
     plan = study_settings(args.quick, **overrides)
     source = args.data or "scikit-learn's built-in digits"
+    task = task_of(y, plan.task)
     description = (
-        f"{len(y)} images of {len(np.unique(y))} classes from {source}; "
-        f"{plan.n_splits}-fold stratified cross-validation; "
+        f"{len(y)} images of {task.describe(y)} from {source}; "
+        f"{plan.n_splits}-fold {'stratified ' if task.stratified else ''}cross-validation; "
         f"backbone{'s' if len(plan.backbones) > 1 else ''} {', '.join(map(str, plan.backbones))} "
         f"(image size {plan.image_size or 'from its weights'}), fine-tuning for at most "
         f"{plan.max_epochs} epochs with early stopping; "

@@ -1,4 +1,4 @@
-"""Image data sets: a folder of class sub-folders, and the built-in digits (offline)."""
+"""Image data sets: class folders, ``.npz`` arrays, CSV lists of images and targets, digits."""
 
 import os
 import warnings
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["check_image_files", "list_images", "load_data", "load_digits_images",
+__all__ = ["check_image_files", "list_images", "load_csv", "load_data", "load_digits_images",
            "load_image_folder"]
 
 
@@ -163,13 +163,14 @@ def load_digits_images():
 
 
 def load_data(data=None, *, labels="required", on_error="raise"):
-    """Images and labels from a folder, an ``.npz`` file, an image file, or the digits.
+    """Images and labels from a folder, an ``.npz`` or CSV file, an image file, or the digits.
 
     Parameters
     ----------
     data : str, PathLike or None
         ``None`` loads the built-in digits. A folder of class sub-folders
-        (``path/<class>/<image>``), an ``.npz`` with arrays ``X`` (and ``y``), or, with
+        (``path/<class>/<image>``), an ``.npz`` with arrays ``X`` (and ``y``), a
+        ``.csv`` of image paths and targets (see :func:`load_csv`), or, with
         ``labels="optional"``, also a folder of images without class sub-folders
         (searched recursively) or a single image file.
     labels : {"required", "optional"}, default="required"
@@ -191,6 +192,8 @@ def load_data(data=None, *, labels="required", on_error="raise"):
     path = Path(data)
     if path.suffix == ".npz":
         return _load_npz(path, labels)
+    if path.suffix.lower() == ".csv":
+        return load_csv(path, on_error=on_error)
     if labels == "required":
         return load_image_folder(os.fspath(path), on_error=on_error)
     if path.is_file():
@@ -223,6 +226,65 @@ def _load_npz(path, labels):
                 f"holds images X and labels y (found {arrays.files})."
             )
         return arrays["X"], arrays["y"] if "y" in arrays.files else None
+
+
+def load_csv(path, *, on_error="raise"):
+    """Image paths and targets from a CSV file: ``path,target[,target...]`` per row.
+
+    Paths are relative to the CSV's folder (or absolute). A first row whose first cell
+    is not an image file is a header. The targets are read as integers where every
+    value is one, else as floats where every value is a number (a regression target),
+    else as text (class labels); several columns of 0/1 are a multi-label indicator.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable image files: see :func:`check_image_files`.
+
+    Returns
+    -------
+    X : ndarray of str, the image paths
+    y : ndarray of shape (n_images,) or (n_images, n_targets)
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file not found: '{path}'.")
+    with open(path, newline="", encoding="utf-8-sig") as stream:
+        rows = [row for row in csv.reader(stream) if any(cell.strip() for cell in row)]
+    if rows and not (path.parent / rows[0][0].strip()).is_file():
+        rows = rows[1:]  # a header
+    if not rows:
+        raise ValueError(f"'{path}' lists no images; each row is: image path, target(s).")
+    widths = {len(row) for row in rows}
+    if len(widths) > 1 or widths.pop() < 2:
+        raise ValueError(f"'{path}': every row needs an image path and the same number of "
+                         f"targets (at least 1); found rows of {sorted({len(r) for r in rows})} "
+                         "cells.")
+    paths = [os.fspath(path.parent / row[0].strip()) for row in rows]
+    targets = np.asarray([[cell.strip() for cell in row[1:]] for row in rows])
+    empty = np.flatnonzero((targets == "").any(axis=1))
+    if len(empty):
+        raise ValueError(f"'{path}': {len(empty)} row(s) lack a target (first: row of "
+                         f"'{paths[empty[0]]}'); fill them in or drop those rows.")
+    y = _parse_targets(targets)
+    keep = check_image_files(paths, on_error=on_error)
+    return np.asarray([paths[i] for i in keep]), y[keep]
+
+
+def _parse_targets(cells):
+    """Text cells as integers, else floats, else text; one column is returned 1-D."""
+    for kind in (int, float):
+        try:
+            values = np.vectorize(kind, otypes=[kind])(cells)
+            break
+        except ValueError:
+            continue
+    else:
+        values = cells
+    return values[:, 0] if values.shape[1] == 1 else values
 
 
 def list_images(data, *, on_error="raise"):

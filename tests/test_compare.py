@@ -63,7 +63,8 @@ def test_bad_folders_are_named(tmp_path, layout, message):
 
 def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["compare", str(image_folder), "--out", str(out), "--quick", *FAST]) == 0
+    assert main(["compare", str(image_folder), "--out", str(out), "--quick", "--choose-depth",
+                 *FAST]) == 0
     results = pd.read_csv(out / "results.csv")
     for column in ["kind", "method", "freeze", "labels_per_class", "accuracy", "accuracy_std",
                    "fit_seconds", "predict_seconds"]:
@@ -100,7 +101,9 @@ def test_compare_rejects_bad_input(stripes):
     with pytest.raises(ValueError, match="40 images but y has 39"):
         compare(X, y[:-1])
     with pytest.raises(ValueError, match="only 1 class"):
-        compare(X, np.zeros(40))
+        compare(X, np.zeros(40, dtype=int))
+    with pytest.raises(ValueError, match="only 1 value"):
+        compare(X, np.zeros(40))  # float: a regression target
     with pytest.raises(ValueError, match="kinds"):
         compare(X, y, kinds=("magic",))
 

@@ -21,7 +21,7 @@ from sktransfer._compare import (
 from sktransfer._report import format_table, reading, recommendation
 from sktransfer.cli import main
 
-SMALL = dict(quick=True, image_size=32, max_epochs=1, n_splits=2, inner_splits=2,
+SMALL = dict(quick=True, image_size=32, max_epochs=1, n_splits=2, inner_splits=2, choose_depth=True,
              device="cpu", progress=False, random_state=0)
 
 

@@ -17,7 +17,7 @@ LAYERS = {
     "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0,
     "datasets": 0, "dask": 0, "cli": 0, "__init__": 0,
     # 1: files and images
-    "_cache": 1, "_images": 1, "_persistence": 1,
+    "_cache": 1, "_images": 1, "_persistence": 1, "_tasks": 1,
     # 2: networks and the inference engine
     "_backbones": 2, "_inference": 2,
     # 3: what runs networks, below any estimator
