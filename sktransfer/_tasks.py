@@ -129,6 +129,8 @@ def task_of(y, task="auto"):
         raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {values.shape}.")
     names = tuple(str(c) for c in getattr(y, "columns", range(values.shape[-1]))) \
         if values.ndim == 2 else ()
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ValueError("y holds NaN or infinite values; drop those images or fill them in.")
     kind = type_of_target(values)
     if task == "auto":
         if kind == "multilabel-indicator":
