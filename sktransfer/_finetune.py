@@ -112,6 +112,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     #: Whether the fitted y was a multi-label indicator (set by fit; False for models
     #: pickled before multi-label existed).
     _multilabel = False
+    _criterion_params = ("class_weight",)
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,

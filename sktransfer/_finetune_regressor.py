@@ -83,6 +83,8 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
+    _criterion_params = ("loss", "huber_delta")
+
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0,
                  loss="squared_error", huber_delta=1.0, lr=1e-3, layer_lr_decay=0.75,
                  optimizer="adamw", weight_decay=1e-4, max_epochs=20, batch_size=32,

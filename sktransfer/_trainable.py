@@ -112,8 +112,11 @@ class FineTuneBase(NetworkEstimator):
     ``_criterion(y_train, sample_weight)`` (a per-sample loss module,
     ``reduction="none"``, and the class weights or None), ``_target_state()`` and
     ``_set_target_state(description)`` (for safe files); they may override
-    ``_validation_split``.
+    ``_validation_split``. ``_criterion_params`` names the parameters the loss is
+    built from: a warm fit after ``set_params`` changed one rebuilds the loss.
     """
+
+    _criterion_params = ()
 
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
@@ -187,6 +190,11 @@ class FineTuneBase(NetworkEstimator):
             train, valid = self._training_sets(images, y, seed, model, device, precision,
                                                sample_weight)
             net = self.net_ if warm else self._skorch_net(train.y, device, train.sample_weight)
+            criterion = {name: getattr(self, name) for name in self._criterion_params}
+            if warm and criterion != getattr(self, "_criterion_built_with", None):
+                loss, class_weight = self._criterion(train.y, train.sample_weight)
+                net.set_params(criterion__loss=loss, criterion__class_weight=class_weight)
+            self._criterion_built_with = criterion
             net.set_params(verbose=self.verbose, precision=precision)
             with network_errors(input_size=self.preprocessing_.input_size,
                                 batch_size=self.batch_size):

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import sklearn
+import torch
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GridSearchCV
@@ -257,3 +258,22 @@ def test_a_bad_weight_leaves_the_fitted_model_as_it_was(tagged):
     with pytest.raises(ValueError, match="negative"):
         clf.fit(X, Y, sample_weight=-np.ones(len(X)))
     assert list(clf.classes_) == [0, 1] and clf.predict(X).shape == (160,)
+
+
+def test_a_warm_fit_takes_the_loss_set_since(discs):
+    X, y = discs
+    reg = FineTuneRegressor(tiny_cnn(), warm_start=True, **dict(FAST, max_epochs=1))
+    reg.fit(X[:40], y[:40])
+    assert isinstance(reg.net_.criterion_.loss, torch.nn.MSELoss)
+    reg.set_params(loss="huber", huber_delta=0.5).fit(X[:40], y[:40])
+    assert isinstance(reg.net_.criterion_.loss, torch.nn.HuberLoss)
+    assert reg.net_.criterion_.loss.delta == 0.5
+    clf = FineTuneClassifier(tiny_cnn(), warm_start=True, early_stopping=False,
+                             **dict(FAST, max_epochs=1))
+    labels = (y[:40] > np.median(y[:40])).astype(int)
+    labels[:5] = 0  # unequal classes: balanced weights differ from none
+    clf.fit(X[:40], labels)
+    assert clf.net_.criterion_.class_weight is None
+    clf.set_params(class_weight="balanced").fit(X[:40], labels)
+    weights = clf.net_.criterion_.class_weight.numpy()
+    np.testing.assert_allclose(weights, 40 / (2 * np.bincount(labels)), rtol=1e-6)
