@@ -14,6 +14,7 @@ _PUBLIC = {
     "FineTuneClassifier": "_finetune",
     "FineTuneClassifierCV": "_finetune_cv",
     "FineTuneRegressor": "_finetune_regressor",
+    "HOGFeatures": "_hog",
     "PixelFeatures": "_pixels",
     "WeightsUnavailableError": "_weights",
     "backbone_blocks": "_backbones",

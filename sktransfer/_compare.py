@@ -21,6 +21,7 @@ from ._features import CNNFeatureExtractor
 from ._finetune import FineTuneClassifier
 from ._finetune_cv import FineTuneClassifierCV
 from ._finetune_regressor import FineTuneRegressor
+from ._hog import HOGFeatures
 from ._images import read_images, take_rows
 from ._pixels import PixelFeatures
 from ._probe import block_features, make_probe, probe_columns, probe_rows, score_blocks
@@ -28,7 +29,9 @@ from ._tasks import task_of
 from ._transfer_net import resolve_freeze
 from ._weights import WeightsUnavailableError
 
-KINDS = ("pixels", "features", "finetune", "scratch")
+KINDS = ("classical", "features", "finetune", "scratch")
+#: Earlier names of kinds, still accepted in ``kinds``.
+KIND_ALIASES = {"pixels": "classical"}
 #: Training from random weights uses batches small enough for this many steps per epoch...
 MIN_STEPS_PER_EPOCH = 10
 #: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
@@ -96,7 +99,8 @@ SETTING_ALIASES = {"folds": "n_splits", "n_folds": "n_splits", "cv": "n_splits",
 def study_settings(quick=False, **overrides):
     """The preset (``quick`` or full) with the given non-None overrides applied.
 
-    ``backbone="name"`` is accepted for ``backbones=("name",)``.
+    ``backbone="name"`` is accepted for ``backbones=("name",)``, and the kind
+    ``"pixels"`` (its earlier name) for ``"classical"``.
 
     Raises
     ------
@@ -112,6 +116,10 @@ def study_settings(quick=False, **overrides):
     _check_setting_names(overrides)
     if isinstance(overrides.get("backbones"), (str, nn.Module)):
         overrides["backbones"] = (overrides["backbones"],)
+    if "kinds" in overrides:
+        kinds = overrides["kinds"]
+        overrides["kinds"] = tuple(KIND_ALIASES.get(k, k) for k in
+                                   ((kinds,) if isinstance(kinds, str) else kinds))
     return replace(PRESETS["quick" if quick else "full"], **overrides)
 
 
@@ -458,11 +466,17 @@ def _methods(plan, backbones, study):
     n_outputs = 1 if study.y.ndim == 1 else study.y.shape[1]
     models = {task.model_name("linear"): task.linear_model,
               task.model_name("kernel"): lambda: task.kernel_model(n_outputs)}
-    if "pixels" in plan.kinds:
+    if "classical" in plan.kinds:
         for name, model in models.items():
-            yield _Method("pixels", f"pixels + {name}", None, None, None,
+            yield _Method("classical", f"pixels + {name}", None, None, None,
                           lambda fold, m=model: study.fit_and_score(
                               make_pipeline(PixelFeatures(size), StandardScaler(), m()), fold))
+        # Dalal and Triggs' cells of 8x8 pixels in blocks of 2x2, on images twice the
+        # pixel rows' size (a 64 px image holds 7x7 blocks; 32 px, 3x3).
+        yield _Method("classical", f"hog + {task.model_name('kernel')}", None, None, None,
+                      lambda fold: study.fit_and_score(make_pipeline(
+                          HOGFeatures(2 * size, cells_per_block=(2, 2)), StandardScaler(),
+                          task.kernel_model(n_outputs)), fold))
     for backbone in backbones:
         yield from _transfer_methods(plan, backbone, study)
     if "scratch" in plan.kinds:

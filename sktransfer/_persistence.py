@@ -28,7 +28,7 @@ SAFE_SKLEARN_CLASSES = {
     "sklearn.svm.SVC",
 }
 SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "FineTuneClassifierCV",
-                      "FineTuneRegressor", "PixelFeatures")
+                      "FineTuneRegressor", "HOGFeatures", "PixelFeatures")
 
 
 def save(model, path):
@@ -37,7 +37,7 @@ def save(model, path):
     Parameters
     ----------
     model : estimator or Pipeline
-        Fitted: a ``CNNFeatureExtractor``, ``FineTuneClassifier`` or ``PixelFeatures``
+        Fitted: an sktransfer estimator (``SKTRANSFER_CLASSES``)
         with a named backbone, a scikit-learn estimator among ``SAFE_SKLEARN_CLASSES``
         (scalers, PCA, linear models, SVMs), or a ``Pipeline`` of these. Anything else
         is refused: save it with joblib, and load such files from trusted sources only.

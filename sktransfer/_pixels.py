@@ -93,6 +93,10 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_images, channels * height * width), float32
         """
+        return self._pixels(X)
+
+    def _pixels(self, X):
+        """The transform's work, unwrapped by ``set_output`` (subclasses build on it)."""
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
         height, width = self.preprocessing_.input_size

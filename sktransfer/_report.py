@@ -8,10 +8,12 @@ from ._compare import CHOSEN_BY_CV, probe_table
 from ._probe import plot_layer_probe, score_column
 from ._tasks import metric_label
 
-KIND_COLORS = {"pixels": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
-               "scratch": "#d62728"}
+KIND_COLORS = {"classical": "#8c8c8c", "pixels": "#8c8c8c", "features": "#1f77b4",
+               "finetune": "#2ca02c", "scratch": "#d62728"}
+#: The kind of the classical rows, and its earlier name (in older results.csv files).
+CLASSICAL = ("classical", "pixels")
 #: Several methods of one kind get shades of the kind's colour map, dark to light.
-KIND_COLORMAPS = {"pixels": "Greys", "features": "Blues", "finetune": "Greens",
+KIND_COLORMAPS = {"classical": "Greys", "pixels": "Greys", "features": "Blues", "finetune": "Greens",
                   "scratch": "Reds"}
 MARKERS = ("o", "s", "^", "D", "v", "P")
 #: The primary metrics the comparison ranks by, one per task (higher is better).
@@ -174,8 +176,8 @@ def plot_accuracy(results, path=None):
         for _, chosen in finetune[finetune["frozen_blocks"].isna()].iterrows():
             depths.axhline(chosen[metric], color=styles[label_of(chosen)][0], linestyle=":",
                            label=f"depth chosen by inner CV ({chosen['chosen']})")
-        for kind in ("features", "pixels", "scratch"):
-            best = rows[rows["kind"] == kind]
+        for kind in ("features", "classical", "scratch"):
+            best = rows[rows["kind"].isin(CLASSICAL if kind == "classical" else (kind,))]
             if len(best):
                 top = best.loc[best[metric].idxmax()]
                 depths.axhline(top[metric], color=styles[label_of(top)][0], linestyle="--",
@@ -239,7 +241,8 @@ def plot_layers(results, path=None):
     figure = Figure(figsize=(8 * len(backbones), 4.5), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(backbones), sharey=True, squeeze=False)[0])
     metric = primary_metric(results)
-    pixels = results[(results["kind"] == "pixels") & (results["labels_per_class"] == "all")]
+    pixels = results[results["method"].str.startswith("pixels + ")
+                     & (results["labels_per_class"] == "all")]
     for ax, backbone in zip(axes, backbones):
         table = probe[probe["backbone"] == backbone].reset_index(drop=True)
         table.attrs["backbone"] = backbone
@@ -263,18 +266,18 @@ def reading(results):
     best = rows.loc[rows[metric].idxmax()]
     lines = [f"Best: **{label_of(best)}** ({best['kind']}) with {name} "
              f"{best[metric]:.3f} ± {best[f'{metric}_std']:.3f}."]
-    pixels = rows[rows["kind"] == "pixels"]
+    classical = rows[rows["kind"].isin(CLASSICAL)]
     transfer = rows[rows["kind"].isin(["features", "finetune"])]
-    if len(pixels) and len(transfer):
-        top_pixels = pixels.loc[pixels[metric].idxmax()]
+    if len(classical) and len(transfer):
+        top_classical = classical.loc[classical[metric].idxmax()]
         top_transfer = transfer.loc[transfer[metric].idxmax()]
-        gap = top_transfer[metric] - top_pixels[metric]
+        gap = top_transfer[metric] - top_classical[metric]
         verdict = "beats" if gap > 0 else "does not beat"
         lines.append(
             f"Transfer learning {verdict} the classical baseline here: the best transfer "
             f"method ({label_of(top_transfer)}, {top_transfer[metric]:.3f}) is "
             f"{_difference(gap, metric)} {'above' if gap > 0 else 'below'} the best "
-            f"raw-pixel model ({label_of(top_pixels)}, {top_pixels[metric]:.3f})."
+            f"classical model ({label_of(top_classical)}, {top_classical[metric]:.3f})."
         )
     lines += _layer_sentences(results, rows)
     lines += _depth_sentences(rows[rows["kind"] == "finetune"], metric)

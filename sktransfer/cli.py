@@ -307,7 +307,6 @@ def _writable_folder(folder):
 
 
 def _compare(args):
-    import numpy as np
 
     from ._compare import compare, study_settings
     from ._report import format_table, write_report

@@ -69,16 +69,16 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
     for column in ["kind", "method", "freeze", "labels_per_class", "accuracy", "accuracy_std",
                    "fit_seconds", "predict_seconds"]:
         assert column in results.columns
-    assert set(results["kind"]) == {"pixels", "features", "finetune", "scratch"}
+    assert set(results["kind"]) == {"classical", "features", "finetune", "scratch"}
     assert sorted(results.loc[results["kind"] == "finetune", "freeze"].astype(str)) == ["-1", "0", "all", "inner CV"]
     assert results["accuracy"].between(0, 1).all() and (results["fit_seconds"] > 0).all()
     # Stripes are easy for raw pixels: the table must show real learning, not chance.
-    assert results.loc[results["kind"] == "pixels", "accuracy"].max() >= 0.8
+    assert results.loc[results["kind"] == "classical", "accuracy"].max() >= 0.8
     assert (out / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     report = (out / "report.md").read_text()
     assert "![accuracy by method and freeze depth](accuracy.png)" in report
     assert "## Reading" in report and "Best:" in report and "freeze=" in report
-    assert "| pixels | pixels + RBF SVC |" in report
+    assert "| classical | pixels + RBF SVC |" in report and "| classical | hog + RBF SVC |" in report
     printed = capsys.readouterr().out
     assert "pixels + RBF SVC" in printed and "results.csv" in printed
 
@@ -136,7 +136,7 @@ def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
     files = write_report(results, tmp_path)
     with open(files["csv"]) as f:
         depths = {row["kind"]: row["frozen_blocks"] for row in csv.DictReader(f)}
-    assert depths == {"pixels": "", "features": "", "finetune": str(len(blocks))}
+    assert depths == {"classical": "", "features": "", "finetune": str(len(blocks))}
     report = files["report"].read_text()
     assert f"frozen features of block {blocks[-1].name}" in report
     assert "nan" not in report and f"{len(blocks)}.0" not in report

@@ -126,7 +126,7 @@ def test_each_backbone_with_weights_gets_its_rows(stripes, tmp_path):
     mobile = "mobilenet_v3_small (mobilenet.pth)"  # a weights file: named in the label
     assert list(dict.fromkeys(transfer["backbone"])) == ["efficientnet_lite0", mobile]
     assert transfer.groupby("backbone").size().tolist() == [3, 3]  # top layer, chosen, freeze
-    assert results.loc[results["kind"] == "pixels", "backbone"].isna().all()
+    assert results.loc[results["kind"] == "classical", "backbone"].isna().all()
     assert set(probe_table(results)["backbone"]) == {"efficientnet_lite0", mobile}
     assert "mobilenet_v3_small" in format_table(results)  # the console tells them apart
     files = write_report(results, tmp_path / "report")

@@ -43,8 +43,9 @@ def test_regression_reports_r2_and_mae_with_a_ridge_baseline(digits, tmp_path):
     assert results.attrs["task"] == "regression" and results.attrs["metric"] == "r2"
     assert {"r2", "r2_std", "mae", "mae_std"} <= set(results.columns)
     assert "accuracy" not in results.columns
-    pixels = results[results["kind"] == "pixels"].set_index("method")
-    assert list(pixels.index) == ["pixels + ridge regression", "pixels + RBF SVR"]
+    pixels = results[results["kind"] == "classical"].set_index("method")
+    assert list(pixels.index) == ["pixels + ridge regression", "pixels + RBF SVR",
+                                  "hog + RBF SVR"]
     # The same folds (shuffled KFold seeded by random_state) and scores, computed by hand.
     size = study_settings(True).pixel_size
     r2, mae = [], []

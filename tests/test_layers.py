@@ -23,7 +23,7 @@ LAYERS = {
     # 3: what runs networks, below any estimator
     "_transfer_net": 3, "_trunk": 3, "_training": 3, "_base": 3,
     # 4: estimators
-    "_features": 4, "_pixels": 4, "_trainable": 4,
+    "_features": 4, "_pixels": 4, "_trainable": 4, "_hog": 5,
     "_finetune": 5, "_finetune_regressor": 5, "_finetune_cv": 6,
     # 6-8: what uses the estimators: the probe, the comparison, its report
     "_probe": 6, "_compare": 7, "_report": 8,

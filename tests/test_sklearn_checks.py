@@ -10,6 +10,7 @@ outside the generator (``TRANSFORMER_CHECKS``; FineTuneClassifier is a transform
 | estimator            | checks | pass | expected failures |
 | -------------------- | ------ | ---- | ----------------- |
 | PixelFeatures        | 47 + 6 | 53   | 0                 |
+| HOGFeatures          | 47 + 6 | 53   | 0                 |
 | CNNFeatureExtractor  | 47 + 6 | 53   | 0                 |
 | FineTuneClassifier   | 69 + 6 | 72   | 3: check_estimators_overwrite_params, check_sample_weight_equivalence_on_dense_data, check_methods_subset_invariance (below) |
 | FineTuneClassifierCV | 69 + 6 | 72   | 3: the same       |
@@ -25,6 +26,7 @@ from sktransfer import (
     FineTuneClassifier,
     FineTuneClassifierCV,
     FineTuneRegressor,
+    HOGFeatures,
     PixelFeatures,
 )
 
@@ -32,6 +34,7 @@ from ._helpers import tiny_cnn
 
 ESTIMATORS = [
     PixelFeatures(size=4),
+    HOGFeatures(size=8, pixels_per_cell=(4, 4), cells_per_block=(2, 2)),
     CNNFeatureExtractor("mobilenet_v3_small", weights=None, image_size=16, device="cpu",
                         progress=False),
     # A module backbone: the named ones train too slowly (resnet18) or not at all
