@@ -49,6 +49,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {patience}
     {validation_fraction}
     {augment}
+    {tta}
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the loss (single-label ``y``).
     threshold : float, default=0.5
@@ -117,7 +118,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
-                 augment=None, class_weight=None, threshold=0.5, image_size=None,
+                 augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32", warm_start=False,
                  checkpoint=None):
@@ -134,6 +135,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.augment = augment
+        self.tta = tta
         self.class_weight = class_weight
         self.threshold = threshold
         self.image_size = image_size

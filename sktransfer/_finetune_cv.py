@@ -67,6 +67,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
     {validation_fraction}
     {augment}
         With augmentation nothing can be shared: each fit runs the whole network.
+    {tta}
+        Scores the candidates with it too (each through the whole network).
     class_weight : None, "balanced" or dict, default=None
     threshold : float, default=0.5
         As in :class:`FineTuneClassifier` (multi-label ``y``).
@@ -120,7 +122,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
                  freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
                  batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
-                 augment=None, class_weight=None, threshold=0.5, image_size=None,
+                 augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32"):
         self.backbone = backbone
@@ -140,6 +142,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.augment = augment
+        self.tta = tta
         self.class_weight = class_weight
         self.threshold = threshold
         self.image_size = image_size
@@ -311,7 +314,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         test_weight = {} if sample_weight is None else {"sample_weight": sample_weight[test]}
-        if self.scoring is None and depth in shared:
+        if self.scoring is None and depth in shared and self.tta is None:
             logits = model._head_outputs_from_trunk(shared[depth][test], depth)
             score = float(accuracy_score(y[test], model._labels(logits), **test_weight))
         else:

@@ -44,6 +44,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     {patience}
     {validation_fraction}
     {augment}
+    {tta}
     {image_size}
     {image_shape}
     {device}
@@ -88,7 +89,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0,
                  loss="squared_error", huber_delta=1.0, lr=1e-3, layer_lr_decay=0.75,
                  optimizer="adamw", weight_decay=1e-4, max_epochs=20, batch_size=32,
-                 early_stopping=True, patience=3, validation_fraction=0.15, augment=None,
+                 early_stopping=True, patience=3, validation_fraction=0.15, augment=None, tta=None,
                  image_size=None, image_shape=None, device="auto", random_state=None,
                  verbose=0, progress="auto", memory=None, precision="fp32", warm_start=False,
                  checkpoint=None):
@@ -107,6 +108,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.augment = augment
+        self.tta = tta
         self.image_size = image_size
         self.image_shape = image_shape
         self.device = device

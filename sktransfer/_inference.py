@@ -136,8 +136,47 @@ def show_progress(progress, n_batches):
     return not progress
 
 
+class TTAViews:
+    """Fixed views of every image, whose pooled features are averaged (test-time augmentation).
+
+    ``"flip"``: the image and its horizontal mirror. An int n: the image, its mirror,
+    and n - 2 light random views (a zoom of 85-100%, a shift within the margin the zoom
+    leaves, a mirror half of the time), drawn once from a generator seeded by the view's
+    number: the same views for every image and call, whatever the batch holds, and no
+    global random state touched (threads may share them).
+    """
+
+    def __init__(self, tta):
+        n_views = 2 if tta == "flip" else int(tta)
+        self.views = [(1.0, 0.0, 0.0, False), (1.0, 0.0, 0.0, True)][:n_views]
+        for index in range(2, n_views):
+            generator = torch.Generator().manual_seed(index)
+            scale, dx, dy, mirror = torch.rand(4, generator=generator).tolist()
+            scale = 0.85 + 0.15 * scale
+            margin = 1.0 - scale
+            self.views.append((scale, margin * (2 * dx - 1), margin * (2 * dy - 1),
+                               mirror < 0.5))
+
+    def __len__(self):
+        return len(self.views)
+
+    def __call__(self, batch):
+        """The views of ``batch`` (N, C, H, W), stacked view by view: (len(self) * N, ...)."""
+        out = []
+        for scale, dx, dy, mirror in self.views:
+            view = batch.flip(-1) if mirror else batch
+            if scale != 1.0 or dx or dy:
+                theta = torch.tensor([[scale, 0.0, dx], [0.0, scale, dy]], dtype=view.dtype,
+                                     device=view.device).expand(len(view), 2, 3)
+                grid = nn.functional.affine_grid(theta, view.shape, align_corners=False)
+                view = nn.functional.grid_sample(view, grid, mode="bilinear",
+                                                 padding_mode="reflection", align_corners=False)
+            out.append(view)
+        return torch.cat(out)
+
+
 def stream_features(inference, images, *, layers, pooling, preprocessing, batch_size,
-                     progress="auto"):
+                    progress="auto", views=None):
     """Stream ``images`` through ``blocks`` into a preallocated float32 array.
 
     Memory beyond the output stays bounded by one batch: images are decoded (the next
@@ -145,7 +184,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     batch under ``inference_mode``, in the channels-last layout that oneDNN and cuDNN
     convolutions run fastest in (same results as NCHW to float rounding).
     ``inference`` comes from :func:`prepare_inference`: it is only read, so threads
-    may share it.
+    may share it. With ``views`` (:class:`TTAViews`), each image's row is the mean
+    of its views' rows, computed in one pass of ``len(views)`` times the batch.
 
     Returns
     -------
@@ -159,8 +199,13 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     ), tqdm(total=len(images), unit="img", desc="extracting features",
             disable=show_progress(progress, n_batches)) as bar:
         for start, batch in images.batches(batch_size, preprocessing):
-            batch = batch.to(device, memory_format=torch.channels_last)
+            batch = batch.to(device)
+            if views is not None:
+                batch = views(batch)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             pooled = run_blocks(blocks, batch, layers, pooling)
+            if views is not None:
+                pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
             if features is None:
                 features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
             features[start:start + len(pooled)] = pooled.float().cpu().numpy()

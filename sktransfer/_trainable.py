@@ -22,8 +22,10 @@ from sklearn.utils.validation import check_is_fitted
 from ._backbones import resolve_backbone, weights_digest
 from ._base import NetworkEstimator
 from ._device import network_errors, resolve_precision
+from ._images import check_images
 from ._inference import (
     Inference,
+    TTAViews,
     block_output_shapes,
     inference_batch_size,
     pooled_width,
@@ -63,6 +65,14 @@ TRAINING_PARAMETER_DOCS = {
         Training-time augmentation of each preprocessed image tensor (C, H, W):
         ``"light"`` is a random resized crop and horizontal flip; any torchvision
         transform works. Never applied in predict.""",
+    "tta": """tta : None, "flip" or int, default=None
+        Test-time augmentation in ``predict``, ``predict_proba`` and
+        ``decision_function`` (never in ``fit`` or ``transform``): the outputs are
+        averaged over views of each image, in the head's output (logit) space.
+        ``"flip"``: the image and its horizontal mirror (a mirrored image gets the same
+        prediction); an int n: the image, its mirror and n - 2 light views (zoom
+        85-100%, shift, mirror), the same fixed views for every image and call. Costs
+        about one predict per view, in batches of all views at once.""",
     "random_state": """random_state : int, RandomState or None, default=None
         Seeds the head, the validation split, shuffling and augmentation: with the
         same seed and data, training on the CPU gives the same predictions.""",
@@ -130,6 +140,7 @@ class FineTuneBase(NetworkEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "augment": [None, StrOptions({"light"}), callable],
+        "tta": [None, StrOptions({"flip"}), Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
@@ -339,9 +350,22 @@ class FineTuneBase(NetworkEstimator):
         return self._transform_images(X, extract, setting)
 
     def _head_outputs(self, X):
-        """The head's raw outputs (logits) for ``X``, as a float64 tensor."""
+        """The head's raw outputs (logits) for ``X``, as a float64 tensor.
+
+        With ``tta``, the mean over the views; the head is linear, so that is the head
+        of the views' mean penultimate features.
+        """
         check_is_fitted(self)
-        return self._apply_head(self.transform(X))
+        if self.tta is None:
+            return self._apply_head(self.transform(X))
+        images = check_images(self, X, reset=False, image_shape=self.image_shape)
+        views = TTAViews(self.tta)
+        features = stream_features(
+            self._inference_for_call(), images, layers=[self.n_blocks_ - 1], pooling="avg",
+            preprocessing=self.preprocessing_,
+            batch_size=max(1, self._inference_batch_size() // len(views)),
+            progress=self.progress, views=views)
+        return self._apply_head(features)
 
     def _head_outputs_from_trunk(self, inputs, start):
         """The head's outputs for precomputed inputs of block ``start`` (a search's scoring)."""
