@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import _fit_context, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -34,6 +34,7 @@ from ._inference import (
 from ._io import read_tensors
 from ._preprocessing import Preprocessing
 from ._training import CHECKPOINT_FILE, TrainingSet, light_augmentation, training_net
+from ._lr_finder import END_LR, N_STEPS, START_LR, range_test
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 from ._trunk import FrozenTrunk
 
@@ -43,8 +44,10 @@ TRAINING_PARAMETER_DOCS = {
         Bottom blocks kept frozen (weights and BatchNorm statistics): ``0``
         fine-tunes everything, ``"all"`` trains only the head, ``-k`` leaves the top
         ``k`` blocks trainable.""",
-    "lr": """lr : float, default=1e-3
-        Learning rate of the head.""",
+    "lr": """lr : float or "auto", default=1e-3
+        Learning rate of the head. ``"auto"`` runs a learning-rate range test
+        (:meth:`find_lr`) on the training part inside ``fit`` and trains at its
+        suggestion (``lr_``); a warm fit keeps the rate found before.""",
     "layer_lr_decay": """layer_lr_decay : float, default=0.75
         Each block gets the learning rate of the block above times this factor;
         ``1.0`` uses one rate for all.""",
@@ -131,7 +134,7 @@ class FineTuneBase(NetworkEstimator):
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
         "freeze": [Integral, StrOptions({"all"})],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "layer_lr_decay": [Interval(Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adamw", "sgd"}), type],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -181,7 +184,38 @@ class FineTuneBase(NetworkEstimator):
         return self._fit(X, y, epochs=1, warm=warm, sample_weight=sample_weight,
                          **target_options)
 
-    def _fit(self, X, y, *, epochs, warm, sample_weight=None, **target_options):
+    def find_lr(self, X, y, sample_weight=None, *, start_lr=START_LR, end_lr=END_LR,
+                n_steps=N_STEPS):
+        """Learning-rate range test on ``X``, ``y``; this estimator is left as it was.
+
+        A fresh network (as ``fit`` would build it, on ``fit``'s training part: the
+        validation part of early stopping is held out) is trained for ``n_steps``
+        mini-batches while the head's learning rate rises exponentially from
+        ``start_lr`` to ``end_lr`` (lower blocks at their decayed share), stopping early
+        when the loss blows up or stops being finite. Deterministic with
+        ``random_state``. ``lr="auto"`` runs this inside ``fit``.
+
+        Parameters
+        ----------
+        X : images
+        y : array-like, as in ``fit``
+        sample_weight : array-like of shape (n_samples,), default=None
+        start_lr, end_lr : float, default=1e-6, 1.0
+        n_steps : int, default=100
+
+        Returns
+        -------
+        LRFinderResult
+            ``lrs``, smoothed ``losses``, ``raw_losses``, ``suggestion`` (a tenth of
+            the rate at the lowest smoothed loss) and ``diverged``; ``plot()`` draws it.
+        """
+        options = dict(start_lr=start_lr, end_lr=end_lr, n_steps=n_steps)
+        finder = clone(self).set_params(warm_start=False, checkpoint=None)
+        return finder._fit(X, y, epochs=0, warm=False, sample_weight=sample_weight,
+                           range_test_only=options)
+
+    def _fit(self, X, y, *, epochs, warm, sample_weight=None, range_test_only=None,
+             **target_options):
         images, device = self._check_runtime(X, reset=not warm)
         sample_weight = check_sample_weight(sample_weight, len(images))  # before any state
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
@@ -200,15 +234,30 @@ class FineTuneBase(NetworkEstimator):
             model = self.net_.module_ if warm else self._model
             train, valid = self._training_sets(images, y, seed, model, device, precision,
                                                sample_weight)
-            net = self.net_ if warm else self._skorch_net(train.y, device, train.sample_weight)
-            criterion = {name: getattr(self, name) for name in self._criterion_params}
-            if warm and criterion != getattr(self, "_criterion_built_with", None):
-                loss, class_weight = self._criterion(train.y, train.sample_weight)
-                net.set_params(criterion__loss=loss, criterion__class_weight=class_weight)
-            self._criterion_built_with = criterion
-            net.set_params(verbose=self.verbose, precision=precision)
+            auto = self.lr == "auto"
             with network_errors(input_size=self.preprocessing_.input_size,
                                 batch_size=self.batch_size):
+                if warm:
+                    net = self.net_.set_params(verbose=self.verbose, precision=precision)
+                else:
+                    net = self._training_net(train, device, precision, lr=1.0 if auto else self.lr)
+                if range_test_only is not None:
+                    return range_test(net, train, **range_test_only)
+                if auto and not warm:
+                    # The test's draws must not shift training's: lr="auto" then trains
+                    # exactly as lr=lr_ would.
+                    state = torch.get_rng_state()
+                    self.lr_finder_ = range_test(net, train)
+                    torch.set_rng_state(state)
+                    net = self._training_net(train, device, precision,
+                                             lr=self.lr_finder_.suggestion)
+                if not warm:
+                    self.lr_ = self.lr_finder_.suggestion if auto else self.lr
+                criterion = {name: getattr(self, name) for name in self._criterion_params}
+                if warm and criterion != getattr(self, "_criterion_built_with", None):
+                    loss, class_weight = self._criterion(train.y, train.sample_weight)
+                    net.set_params(criterion__loss=loss, criterion__class_weight=class_weight)
+                self._criterion_built_with = criterion
                 try:
                     interrupted = net.train(train, valid, epochs=epochs)
                 finally:
@@ -298,11 +347,16 @@ class FineTuneBase(NetworkEstimator):
             return light_augmentation(self.preprocessing_.input_size)
         return self.augment
 
-    def _skorch_net(self, y_train, device, sample_weight=None):
+    def _training_net(self, train, device, precision, *, lr):
+        """The skorch net that trains on ``train`` at head rate ``lr``."""
+        net = self._skorch_net(train.y, device, train.sample_weight, lr=lr)
+        return net.set_params(verbose=self.verbose, precision=precision)
+
+    def _skorch_net(self, y_train, device, sample_weight=None, *, lr):
         loss, class_weight = self._criterion(y_train, sample_weight)
         return training_net(
-            self._model, loss=loss, class_weight=class_weight, lr=self.lr,
-            block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, self.lr,
+            self._model, loss=loss, class_weight=class_weight, lr=lr,
+            block_rates=block_learning_rates(self.n_blocks_, self.n_frozen_, lr,
                                              self.layer_lr_decay),
             optimizer=self.optimizer, weight_decay=self.weight_decay,
             max_epochs=self.max_epochs, batch_size=self.batch_size,
@@ -423,7 +477,7 @@ class FineTuneBase(NetworkEstimator):
         """(JSON description, tensors) of the fitted state, for sktransfer.save."""
         description = {
             "preprocessing": self.preprocessing_.to_json(),
-            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
+            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_, "lr_": self.lr_,
             "history": [{k: v for k, v in epoch.items() if k != "batches"}
                         for epoch in self.history_],
             **self._target_state(),
@@ -438,7 +492,9 @@ class FineTuneBase(NetworkEstimator):
         self._build_network(resolve_backbone(self.backbone, weights=None))
         self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self._model.load_state_dict(tensors)
-        net = self._skorch_net(None, torch.device("cpu"))  # no training targets here
+        # No training targets here; the rate only matters to a warm fit.
+        self.lr_ = description.get("lr_", self.lr if self.lr != "auto" else 1e-3)
+        net = self._skorch_net(None, torch.device("cpu"), lr=self.lr_)
         net.initialize()
         net.history = History(description["history"])
         self.net_, self.history_ = net, net.history
