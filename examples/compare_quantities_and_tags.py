@@ -44,8 +44,8 @@ def main(out=Path("compare-targets")):
         print(f"\n## {name} ({results.attrs['task']}, {seconds:.0f} s): {files['report']}\n")
         columns = list(results.columns)
         scores = columns[columns.index("labels_per_class") + 1:columns.index("fit_seconds")]
-        shown = results[["method", "freeze", "chosen", *scores, "fit_seconds"]]
-        print(shown.round(3).to_string(index=False))
+        shown = results[["method", "freeze", "chosen", *scores, "fit_seconds"]].round(3)
+        print(shown.astype(object).where(shown.notna(), "").to_string(index=False))
 
 
 if __name__ == "__main__":

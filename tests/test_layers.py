@@ -21,7 +21,7 @@ LAYERS = {
     # 2: networks and the inference engine
     "_backbones": 2, "_inference": 2,
     # 3: what runs networks, below any estimator
-    "_transfer_net": 3, "_trunk": 3, "_training": 3, "_base": 3,
+    "_transfer_net": 3, "_trunk": 3, "_training": 3, "_lr_finder": 3, "_base": 3,
     # 4: estimators
     "_features": 4, "_pixels": 4, "_trainable": 4, "_hog": 5,
     "_finetune": 5, "_finetune_regressor": 5, "_finetune_cv": 6,
