@@ -1,6 +1,6 @@
 """A folder of natural-photo crops to compare on, offline: three scikit-image photos.
 
-Writes ``OUT/<class>/<n>.png``: random crops (40-80% of the photo's shorter side,
+Writes ``OUT/<class>/<n>.png``: random crops (15-40% of the photo's shorter side,
 anywhere in it, mirrored half of the time, brightness jittered) of scikit-image's cat
 (``chelsea``), ``coffee`` and ``astronaut``, resized to ``--size`` pixels. A class
 folder layout, as ``sktransfer compare OUT --quick`` reads it.
@@ -28,7 +28,7 @@ def write_crops(out, per_class=100, size=64, seed=0):
         folder = Path(out) / name
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            side = int(rng.uniform(0.4, 0.8) * min(height, width))
+            side = int(rng.uniform(0.15, 0.4) * min(height, width))
             top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
             crop = photo[top:top + side, left:left + side].astype(np.float32)
             crop = np.clip(crop * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -387,8 +387,7 @@ class _Study:
             n_splits = min(self.plan.inner_splits, len(train) // 4)
         if n_splits < 2:
             return None
-        folds = StratifiedKFold if self.task.stratified else KFold
-        return folds(n_splits, shuffle=True, random_state=self.plan.random_state)
+        return self.task.splitter(n_splits, self.plan.random_state)
 
     def block_features(self, backbone):
         """Every block's features of every image (one pass, computed once per backbone)."""
@@ -472,10 +471,10 @@ def _methods(plan, backbones, study):
                           lambda fold, m=model: study.fit_and_score(
                               make_pipeline(PixelFeatures(size), StandardScaler(), m()), fold))
         # Dalal and Triggs' cells of 8x8 pixels in blocks of 2x2, on images twice the
-        # pixel rows' size (a 64 px image holds 7x7 blocks; 32 px, 3x3).
+        # pixel rows' size (a 64 px image holds 7x7 blocks; 32 px, 3x3; 16 px at least).
         yield _Method("classical", f"hog + {task.model_name('kernel')}", None, None, None,
                       lambda fold: study.fit_and_score(make_pipeline(
-                          HOGFeatures(2 * size, cells_per_block=(2, 2)), StandardScaler(),
+                          HOGFeatures(max(16, 2 * size), cells_per_block=(2, 2)), StandardScaler(),
                           task.kernel_model(n_outputs)), fold))
     for backbone in backbones:
         yield from _transfer_methods(plan, backbone, study)
@@ -524,8 +523,10 @@ def _transfer_methods(plan, backbone, study):
         if task.name == "regression":  # the per-image cache shares each depth's trunk
             return GridSearchCV(network_class(**training, **stopping), {"freeze": depths},
                                 cv=inner, refit=False)
+        # scoring=None is accuracy, scored on the shared trunk inputs (the fast path).
+        scoring = None if task.name == "classification" else task.scoring
         return FineTuneClassifierCV(**training, freezes=depths, cv=inner, refit=False,
-                                    scoring=task.scoring, **stopping)
+                                    scoring=scoring, **stopping)
 
     for depth in depths:
         yield _Method("finetune", "fine-tune", backbone.label, depth,

@@ -158,6 +158,19 @@ class FineTuneClassifierCV(FineTuneClassifier):
     warm_start = False
     checkpoint = None
 
+    def find_lr(self, X, y, sample_weight=None, **options):
+        """Not for a search: the rate depends on the depth. See :meth:`FineTuneClassifier.find_lr`.
+
+        Raises
+        ------
+        TypeError
+            Always, naming the two ways that work.
+        """
+        raise TypeError("FineTuneClassifierCV searches depths, and the learning rate depends "
+                        "on the depth: run FineTuneClassifier(freeze=depth, ...).find_lr(X, y) "
+                        "for one depth, or set lr='auto' here to find a rate inside every "
+                        "candidate's fit.")
+
     @available_if(lambda self: self._refitted())
     def decision_function(self, X):
         """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""

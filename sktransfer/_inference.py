@@ -147,6 +147,9 @@ class TTAViews:
     """
 
     def __init__(self, tta):
+        if not (tta == "flip" or (isinstance(tta, (int, np.integer)) and not isinstance(tta, bool)
+                                  and tta >= 1)):
+            raise ValueError(f"tta={tta!r}: use None, 'flip' or a number of views >= 1.")
         n_views = 2 if tta == "flip" else int(tta)
         self.views = [(1.0, 0.0, 0.0, False), (1.0, 0.0, 0.0, True)][:n_views]
         for index in range(2, n_views):

@@ -12,7 +12,8 @@ from collections import namedtuple
 import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, check_cv, cross_val_score
+from sklearn.model_selection import KFold, StratifiedKFold, check_cv, cross_val_score
+from sklearn.utils.multiclass import type_of_target
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -96,7 +97,12 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     features = block_features(X, backbone=backbone, weights=weights, image_size=image_size,
                               image_shape=image_shape, device=device, precision=precision,
                               memory=memory, progress=progress)
-    splitter = _splitter(cv, random_state)
+    if estimator is None and type_of_target(y) not in ("binary", "multiclass"):
+        raise ValueError(
+            f"The default probe (logistic regression) takes class labels; y is "
+            f"{type_of_target(y)}. For a numeric target pass estimator=RidgeCV() and "
+            "scoring='r2'.")
+    splitter = _splitter(cv, y, random_state)
     scores, seconds = score_blocks(features, y, splitter, estimator=estimator, scoring=scoring,
                                    n_jobs=n_jobs)
     table = pd.DataFrame(probe_rows(features.blocks, scores, seconds),
@@ -192,10 +198,13 @@ def make_probe(estimator=None):
 
 
 
-def _splitter(cv, random_state):
+def _splitter(cv, y, random_state):
+    """Shuffled folds for an int ``cv``: stratified for class labels, plain otherwise."""
     if isinstance(cv, int):
-        return StratifiedKFold(cv, shuffle=True, random_state=random_state)
-    return check_cv(cv, classifier=True)
+        stratify = type_of_target(y) in ("binary", "multiclass")
+        return (StratifiedKFold if stratify else KFold)(cv, shuffle=True,
+                                                        random_state=random_state)
+    return check_cv(cv, y, classifier=True)
 
 
 def plot_layer_probe(table, path=None, *, ax=None):

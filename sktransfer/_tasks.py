@@ -114,8 +114,9 @@ def task_of(y, task="auto"):
     """The :class:`Task` of target ``y``, read off it (``task="auto"``) or as given.
 
     With ``"auto"``: a 2-D 0/1 indicator is multi-label; a float target, or 2-D
-    numbers, is regression; anything else (integers, strings) is classification.
-    Integer counts meant as quantities need ``task="regression"``.
+    numbers, is regression; anything else (integers, strings) is classification; a
+    one-column 2-D target counts as 1-D. Integer counts meant as quantities, and 0/1
+    columns meant as quantities, need ``task="regression"``.
 
     Raises
     ------
@@ -125,6 +126,8 @@ def task_of(y, task="auto"):
     if task not in ("auto", *TASKS):
         raise ValueError(f"task={task!r} is not one of 'auto', {', '.join(map(repr, TASKS))}.")
     values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:  # a column vector is one target
+        return task_of(values[:, 0], task)
     if values.ndim not in (1, 2) or (values.ndim == 2 and values.shape[1] == 0):
         raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {values.shape}.")
     names = tuple(str(c) for c in getattr(y, "columns", range(values.shape[-1]))) \
@@ -146,8 +149,6 @@ def task_of(y, task="auto"):
         if values.dtype.kind not in "iufb":
             raise ValueError(f"A regression target must be numbers, got dtype {values.dtype}.")
         numbers = values.astype(float)
-        if not np.isfinite(numbers).all():
-            raise ValueError("y holds NaN or infinite values; drop those images or fill them in.")
         if (np.ptp(numbers, axis=0) == 0).any():
             raise ValueError("y has only 1 value (in a column): there is nothing to predict. A "
                              "comparison needs at least 2 classes or distinct values.")

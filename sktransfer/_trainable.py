@@ -33,7 +33,13 @@ from ._inference import (
 )
 from ._io import read_tensors
 from ._preprocessing import Preprocessing
-from ._training import CHECKPOINT_FILE, TrainingSet, light_augmentation, training_net
+from ._training import (
+    CHECKPOINT_FILE,
+    SampleWeightedLoss,
+    TrainingSet,
+    light_augmentation,
+    training_net,
+)
 from ._lr_finder import END_LR, N_STEPS, START_LR, range_test
 from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
 from ._trunk import FrozenTrunk
@@ -130,6 +136,8 @@ class FineTuneBase(NetworkEstimator):
     """
 
     _criterion_params = ()
+    #: For models pickled before test-time augmentation existed.
+    tta = None
 
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
@@ -209,6 +217,13 @@ class FineTuneBase(NetworkEstimator):
             ``lrs``, smoothed ``losses``, ``raw_losses``, ``suggestion`` (a tenth of
             the rate at the lowest smoothed loss) and ``diverged``; ``plot()`` draws it.
         """
+        self._validate_params()
+        if not (isinstance(n_steps, Integral) and n_steps >= 1):
+            raise ValueError(f"n_steps={n_steps!r}: give a whole number of mini-batches >= 1.")
+        if not (isinstance(start_lr, Real) and isinstance(end_lr, Real)
+                and 0 < start_lr < end_lr):
+            raise ValueError(f"The range test needs 0 < start_lr < end_lr, got {start_lr!r} "
+                             f"and {end_lr!r}.")
         options = dict(start_lr=start_lr, end_lr=end_lr, n_steps=n_steps)
         finder = clone(self).set_params(warm_start=False, checkpoint=None)
         return finder._fit(X, y, epochs=0, warm=False, sample_weight=sample_weight,
@@ -247,16 +262,24 @@ class FineTuneBase(NetworkEstimator):
                     # The test's draws must not shift training's: lr="auto" then trains
                     # exactly as lr=lr_ would.
                     state = torch.get_rng_state()
+                    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
                     self.lr_finder_ = range_test(net, train)
                     torch.set_rng_state(state)
+                    if cuda is not None:
+                        torch.cuda.set_rng_state(cuda, device)
                     net = self._training_net(train, device, precision,
                                              lr=self.lr_finder_.suggestion)
                 if not warm:
                     self.lr_ = self.lr_finder_.suggestion if auto else self.lr
+                    if not auto:  # a finder from an earlier fit would contradict lr_
+                        self.__dict__.pop("lr_finder_", None)
                 criterion = {name: getattr(self, name) for name in self._criterion_params}
                 if warm and criterion != getattr(self, "_criterion_built_with", None):
                     loss, class_weight = self._criterion(train.y, train.sample_weight)
-                    net.set_params(criterion__loss=loss, criterion__class_weight=class_weight)
+                    # Not set_params: skorch would also restart the optimizer, losing its
+                    # moments. The loss holds no parameters the optimizer steps.
+                    net.criterion__loss, net.criterion__class_weight = loss, class_weight
+                    net.criterion_ = SampleWeightedLoss(loss, class_weight).to(net.device)
                 self._criterion_built_with = criterion
                 try:
                     interrupted = net.train(train, valid, epochs=epochs)
@@ -392,10 +415,7 @@ class FineTuneBase(NetworkEstimator):
                 inputs = trunk.inputs(images, self.n_frozen_)  # from the fit's cache
                 if inputs is not None:
                     return trunk.top_features(inputs, self.n_frozen_)
-            return stream_features(
-                inference, images, layers=[self.n_blocks_ - 1], pooling="avg",
-                preprocessing=self.preprocessing_, batch_size=self._inference_batch_size(),
-                progress=self.progress)
+            return self._penultimate(inference, images)
 
         def setting():
             return ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
@@ -412,14 +432,18 @@ class FineTuneBase(NetworkEstimator):
         check_is_fitted(self)
         if self.tta is None:
             return self._apply_head(self.transform(X))
+        views = TTAViews(self.tta)  # checks tta: set_params may have changed it after fit
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
-        views = TTAViews(self.tta)
-        features = stream_features(
-            self._inference_for_call(), images, layers=[self.n_blocks_ - 1], pooling="avg",
+        return self._apply_head(self._penultimate(self._inference_for_call(), images, views))
+
+    def _penultimate(self, inference, images, views=None):
+        """Pooled features of the top block (with ``views``: their mean per image)."""
+        n_views = 1 if views is None else len(views)
+        return stream_features(
+            inference, images, layers=[self.n_blocks_ - 1], pooling="avg",
             preprocessing=self.preprocessing_,
-            batch_size=max(1, self._inference_batch_size() // len(views)),
+            batch_size=max(1, self._inference_batch_size() // n_views),
             progress=self.progress, views=views)
-        return self._apply_head(features)
 
     def _head_outputs_from_trunk(self, inputs, start):
         """The head's outputs for precomputed inputs of block ``start`` (a search's scoring)."""
@@ -477,7 +501,8 @@ class FineTuneBase(NetworkEstimator):
         """(JSON description, tensors) of the fitted state, for sktransfer.save."""
         description = {
             "preprocessing": self.preprocessing_.to_json(),
-            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_, "lr_": self.lr_,
+            "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
+            "lr_": getattr(self, "lr_", self.lr),  # models pickled before lr_ existed
             "history": [{k: v for k, v in epoch.items() if k != "batches"}
                         for epoch in self.history_],
             **self._target_state(),

@@ -232,7 +232,8 @@ def load_csv(path, *, on_error="raise"):
     """Image paths and targets from a CSV file: ``path,target[,target...]`` per row.
 
     Paths are relative to the CSV's folder (or absolute). A first row whose first cell
-    is not an image file is a header. The targets are read as integers where every
+    does not end in an image file extension is a header. Files that are missing or do
+    not decode are reported (or skipped) as ``on_error`` says. The targets are read as integers where every
     value is one, else as floats where every value is a number (a regression target),
     else as text (class labels); several columns of 0/1 are a multi-label indicator.
 
@@ -254,7 +255,7 @@ def load_csv(path, *, on_error="raise"):
         raise FileNotFoundError(f"Data file not found: '{path}'.")
     with open(path, newline="", encoding="utf-8-sig") as stream:
         rows = [row for row in csv.reader(stream) if any(cell.strip() for cell in row)]
-    if rows and not (path.parent / rows[0][0].strip()).is_file():
+    if rows and Path(rows[0][0].strip()).suffix.lower() not in _image_extensions():
         rows = rows[1:]  # a header
     if not rows:
         raise ValueError(f"'{path}' lists no images; each row is: image path, target(s).")
@@ -280,7 +281,7 @@ def _parse_targets(cells):
         try:
             values = np.vectorize(kind, otypes=[kind])(cells)
             break
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: digits beyond int64
             continue
     else:
         values = cells

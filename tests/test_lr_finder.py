@@ -86,3 +86,38 @@ def test_regressor_takes_auto_and_a_nan_loss_falls_back(digits):
     with pytest.warns(UserWarning, match="no finite loss"):
         assert suggest_lr(np.array([1e-5, 1e-4]), np.array([np.nan, np.nan])) == 1e-3
     assert suggest_lr(np.logspace(-5, 0, 6), np.array([3, 2, 1, 0.5, 4, np.nan])) == 1e-3
+
+
+def test_range_test_puts_weights_and_batchnorm_statistics_back():
+    from skorch import NeuralNet
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                                 torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    net = NeuralNet(module, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                    lr=1.0, batch_size=8, train_split=None).initialize()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    data = torch.utils.data.TensorDataset(torch.randn(40, 4), torch.arange(40) % 2)
+    result = range_test(net, data, n_steps=30)
+    assert len(result.raw_losses) > 5  # it did train: the weights moved, then came back
+    for name, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
+    assert all(group["lr"] == 1.0 for group in net.optimizer_.param_groups)
+
+
+def test_bad_finder_settings_and_a_search_are_named(digits):
+    from sktransfer import FineTuneClassifierCV
+
+    X, y = digits
+    model = FineTuneClassifier(tiny_cnn(), **FAST)
+    with pytest.raises(ValueError, match="n_steps=0"):
+        model.find_lr(X[:40], y[:40], n_steps=0)
+    with pytest.raises(ValueError, match="0 < start_lr < end_lr"):
+        model.find_lr(X[:40], y[:40], start_lr=1.0, end_lr=0.1)
+    with pytest.raises(TypeError, match="lr='auto' here"):
+        FineTuneClassifierCV(tiny_cnn(), **FAST).find_lr(X[:40], y[:40])
+    auto = FineTuneClassifier(tiny_cnn(), lr="auto", early_stopping=False,
+                              **dict(FAST, max_epochs=1)).fit(X[:60], y[:60])
+    assert hasattr(auto, "lr_finder_")
+    auto.set_params(lr=0.01).fit(X[:60], y[:60])
+    assert auto.lr_ == 0.01 and not hasattr(auto, "lr_finder_")

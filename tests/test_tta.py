@@ -89,3 +89,11 @@ def test_a_bad_tta_is_named(digits, tta):
     X, y = digits
     with pytest.raises(ValueError, match="'tta' parameter"):
         FineTuneClassifier(tiny_cnn(), tta=tta, **FAST).fit(X[:20], y[:20])
+
+
+@pytest.mark.parametrize("tta", [0, "mirror", -1, True])
+def test_a_tta_set_after_fit_is_checked_at_predict(digits, fitted, tta):
+    X, _ = digits
+    model = copy.deepcopy(fitted).set_params(tta=tta)
+    with pytest.raises(ValueError, match=f"tta={tta!r}"):
+        model.predict(X[:5])
