@@ -15,7 +15,7 @@ from ._base import (
     with_parameter_docs,
 )
 from ._device import network_errors
-from ._inference import POOLINGS, inference_batch_size, run_blocks, stream_features
+from ._inference import POOLINGS, run_blocks, stream_features
 from ._preprocessing import Preprocessing
 
 
@@ -37,8 +37,11 @@ class CNNFeatureExtractor(NetworkEstimator):
     {image_size}
     {image_shape}
     batch_size : int or "auto", default="auto"
-        Images per forward pass; "auto" holds about 8 images of 224 x 224 pixels (more
-        for smaller images), which ran fastest in the benchmarks.
+        Images per forward pass. "auto" starts from about 8 images of 224 x 224
+        pixels (more for smaller images); a transform of at least 400 such batches
+        times half, that and twice that size on its first images and keeps the fastest
+        on this machine, for the rest of it and for later transforms of the same
+        network, input size, device and precision in this process.
     {device}
     {progress}
     memory : str, path or joblib.Memory, default=None
@@ -152,7 +155,7 @@ class CNNFeatureExtractor(NetworkEstimator):
             return stream_features(
                 inference, images, layers=self.layers_, pooling=self.pooling,
                 preprocessing=self.preprocessing_,
-                batch_size=inference_batch_size(self.batch_size, self.preprocessing_.input_size),
+                batch_size=self.batch_size,
                 progress=self.progress)
 
         def setting():

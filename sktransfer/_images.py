@@ -68,22 +68,34 @@ class ImageSet:
     def batches(self, batch_size, preprocessing):
         """Yield ``(start, batch)`` pairs of preprocessed consecutive images.
 
-        Files and PIL images are decoded one batch ahead in a background thread (PIL
-        releases the GIL while decoding), so decoding overlaps the network's compute.
+        ``batch_size`` is an int, or an object whose ``next_size()`` gives each batch's
+        size as it is prepared. Files and PIL images are decoded one batch ahead in a
+        background thread (PIL releases the GIL while decoding), so decoding overlaps
+        the network's compute.
         """
-        bounds = [(start, min(start + batch_size, len(self)))
-                  for start in range(0, len(self), batch_size)]
+        bounds = self._bounds(batch_size)
         if self._array is not None:
             for start, stop in bounds:
                 yield start, self.prepare(slice(start, stop), preprocessing)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sktransfer-decode") as pool:
-            pending = pool.submit(self.prepare, range(*bounds[0]), preprocessing)
-            for index, (start, _) in enumerate(bounds):
+            current = next(bounds, None)
+            pending = current and pool.submit(self.prepare, range(*current), preprocessing)
+            while current is not None:
                 batch = pending.result()
-                if index + 1 < len(bounds):
-                    pending = pool.submit(self.prepare, range(*bounds[index + 1]), preprocessing)
-                yield start, batch
+                following = next(bounds, None)
+                if following is not None:
+                    pending = pool.submit(self.prepare, range(*following), preprocessing)
+                yield current[0], batch
+                current = following
+
+    def _bounds(self, batch_size):
+        start = 0
+        while start < len(self):
+            size = (int(batch_size) if isinstance(batch_size, Integral)
+                    else batch_size.next_size())
+            yield start, min(start + size, len(self))
+            start += size
 
     def subset(self, indices):
         """The images at ``indices``, as a new ImageSet."""

@@ -6,6 +6,7 @@ once (:func:`prepare_inference`) and streams images through it
 """
 
 import copy
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -23,11 +24,68 @@ POOLINGS = ("avg", "max", "avgmax")
 PIXELS_PER_BATCH = 8 * 224 * 224
 
 
+#: A transform measures the batch size when it has at least this many batches of the
+#: rule's size: the measured part (7 rule-sized batches) is then under 2% of the job.
+MEASURE_MIN_BATCHES = 400
+#: The batch size measured fastest per (architecture, input size, layers, device,
+#: precision), for this process.
+MEASURED_BATCH_SIZES = {}
+
+
 def inference_batch_size(batch_size, input_size):
     """``batch_size``, or for "auto" the batch holding about 8 images of 224 x 224 pixels."""
     if batch_size != "auto":
         return batch_size
     return max(1, min(256, round(PIXELS_PER_BATCH / (input_size[0] * input_size[1]))))
+
+
+class BatchSizer:
+    """The batch sizes of one stream of images: the measured winner, or measured now.
+
+    The rule's size ``r`` (:func:`inference_batch_size`) is a good guess, but the
+    fastest size differs by CPU (batch 8 on one, 4 on another, at 224 px). A stream of
+    at least ``MEASURE_MIN_BATCHES`` batches times ``r/2``, ``r`` and ``2r`` on its
+    own first images (each twice: the first run of a shape builds its kernels, so the
+    second is timed), keeps the fastest per image for the rest of the stream and
+    remembers it in ``MEASURED_BATCH_SIZES`` for later streams of the same setting.
+    The measured batches are real work: only their slower sizes cost anything.
+    """
+
+    def __init__(self, key, input_size, n_images):
+        self.key = key
+        self.default = inference_batch_size("auto", input_size)
+        self.plan = []
+        if key not in MEASURED_BATCH_SIZES and n_images >= MEASURE_MIN_BATCHES * self.default:
+            candidates = sorted({max(1, self.default // 2), self.default,
+                                 min(256, 2 * self.default)})
+            self.plan = candidates + candidates
+        self._times = {}
+        self._pending = 0
+
+    def next_size(self):
+        """The size of the next batch to prepare."""
+        if self._pending < len(self.plan):
+            self._pending += 1
+            return self.plan[self._pending - 1]
+        return MEASURED_BATCH_SIZES.get(self.key, self.default)
+
+    def record(self, index, size, seconds):
+        """Batch number ``index`` of ``size`` images took ``seconds``."""
+        if index >= len(self.plan) or size != self.plan[index]:
+            return
+        if index >= len(self.plan) // 2:  # the second, timed run of each size
+            self._times[size] = seconds / size
+        if len(self._times) == len(self.plan) // 2:
+            MEASURED_BATCH_SIZES[self.key] = min(self._times, key=self._times.get)
+
+
+def batch_setting(blocks, input_size, layers, device, precision):
+    """What the fastest batch size depends on: the architecture (not its weights), the
+    input size, how far the stream runs, the device and the precision."""
+    shapes = tuple((type(module).__name__, tuple(p.shape))
+                   for block in list(blocks)[:max(layers) + 1] for module in block.modules()
+                   for p in module.parameters(recurse=False))
+    return (hash(shapes), tuple(input_size), max(layers), str(device), precision)
 
 
 def pool_features(feature_map, pooling):
@@ -189,19 +247,27 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     ``inference`` comes from :func:`prepare_inference`: it is only read, so threads
     may share it. With ``views`` (:class:`TTAViews`), each image's row is the mean
     of its views' rows, computed in one pass of ``len(views)`` times the batch.
+    ``batch_size="auto"`` measures the fastest size on large streams (:class:`BatchSizer`).
 
     Returns
     -------
     ndarray of shape (n_images, n_features), float32
     """
     blocks, device, precision = inference
-    n_batches = -(-len(images) // batch_size)
+    if batch_size == "auto":
+        batch_size = BatchSizer(
+            batch_setting(blocks, preprocessing.input_size, layers, device, precision),
+            preprocessing.input_size, len(images))
+    measured = isinstance(batch_size, BatchSizer)
+    typical = batch_size.default if measured else batch_size
+    n_batches = -(-len(images) // typical)
     features = None
     with torch.inference_mode(), autocast(device, precision), network_errors(
-        input_size=preprocessing.input_size, batch_size=batch_size
+        input_size=preprocessing.input_size, batch_size=typical
     ), tqdm(total=len(images), unit="img", desc="extracting features",
             disable=show_progress(progress, n_batches)) as bar:
-        for start, batch in images.batches(batch_size, preprocessing):
+        for index, (start, batch) in enumerate(images.batches(batch_size, preprocessing)):
+            began = time.perf_counter()
             batch = batch.to(device)
             if views is not None:
                 batch = views(batch)
@@ -212,5 +278,7 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
             if features is None:
                 features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
             features[start:start + len(pooled)] = pooled.float().cpu().numpy()
+            if measured:  # the copy to numpy waited for the device
+                batch_size.record(index, len(pooled), time.perf_counter() - began)
             bar.update(len(pooled))
     return features

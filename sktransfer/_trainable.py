@@ -438,11 +438,11 @@ class FineTuneBase(NetworkEstimator):
 
     def _penultimate(self, inference, images, views=None):
         """Pooled features of the top block (with ``views``: their mean per image)."""
-        n_views = 1 if views is None else len(views)
+        batch_size = ("auto" if views is None  # measured on large streams
+                      else max(1, self._inference_batch_size() // len(views)))
         return stream_features(
             inference, images, layers=[self.n_blocks_ - 1], pooling="avg",
-            preprocessing=self.preprocessing_,
-            batch_size=max(1, self._inference_batch_size() // n_views),
+            preprocessing=self.preprocessing_, batch_size=batch_size,
             progress=self.progress, views=views)
 
     def _head_outputs_from_trunk(self, inputs, start):
