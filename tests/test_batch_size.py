@@ -18,7 +18,7 @@ def measured(monkeypatch):
 
 
 def test_auto_measures_candidates_once_then_reuses_the_winner(measured):
-    X = np.random.default_rng(0).integers(0, 256, (300, 16, 16, 3), dtype=np.uint8)
+    X = np.random.default_rng(0).integers(0, 256, (500, 16, 16, 3), dtype=np.uint8)
     extractor = CNNFeatureExtractor(counting_cnn(), image_size=112, device="cpu",
                                     progress=False).fit(X)
     rule = inference.inference_batch_size("auto", (112, 112))  # 32: 16, 32, 64 are tried
