@@ -39,7 +39,8 @@ class CNNFeatureExtractor(NetworkEstimator):
     batch_size : int or "auto", default="auto"
         Images per forward pass. "auto" starts from about 8 images of 224 x 224
         pixels (more for smaller images); a transform of at least 400 such batches
-        times half, that and twice that size on its first images and keeps the fastest
+        times half, that and twice that size on its first images (4 runs each) and
+        keeps the fastest
         on this machine, for the rest of it and for later transforms of the same
         network, input size, device and precision in this process.
     {device}

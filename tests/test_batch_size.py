@@ -18,18 +18,19 @@ def measured(monkeypatch):
 
 
 def test_auto_measures_candidates_once_then_reuses_the_winner(measured):
-    X = np.random.default_rng(0).integers(0, 256, (500, 16, 16, 3), dtype=np.uint8)
+    X = np.random.default_rng(0).integers(0, 256, (800, 16, 16, 3), dtype=np.uint8)
     extractor = CNNFeatureExtractor(counting_cnn(), image_size=112, device="cpu",
                                     progress=False).fit(X)
     rule = inference.inference_batch_size("auto", (112, 112))  # 32: 16, 32, 64 are tried
     candidates = sorted({rule // 2, rule, min(256, 2 * rule)})
     CountImages.seen.clear()
     first = extractor.transform(X)
-    assert CountImages.seen[:6] == candidates + candidates  # each size twice, in order
+    rounds = inference.MEASURE_ROUNDS
+    assert CountImages.seen[:3 * rounds] == candidates * rounds  # interleaved, in order
     (winner,) = measured.values()
     assert winner in candidates
     # The stream continues at the winner (after one batch prepared before it was known).
-    assert set(CountImages.seen[7:-1]) == {winner}
+    assert set(CountImages.seen[3 * rounds + 1:-1]) == {winner}
     CountImages.seen.clear()
     second = extractor.transform(X)
     assert set(CountImages.seen[:-1]) == {winner}  # no measuring the second time
