@@ -73,8 +73,12 @@ def load_weights_file(path):
             "cannot run code. Save the weights as a state dict "
             "(torch.save(model.state_dict(), path)) or as .safetensors."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise _not_weights_file(path, str(error).splitlines()[0]) from None
+    except Exception as error:  # noqa: BLE001 - a corrupt stream fails in any way
+        # torch's weights-only unpickler raises whatever its stack machine hits on
+        # corrupt bytes (IndexError, KeyError, struct.error, ...), besides the usual
+        # RuntimeError/EOFError: all mean the same to the user.
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise _not_weights_file(path, reason) from None
     return _unwrap_state_dict(state, path)
 
 

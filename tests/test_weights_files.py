@@ -3,6 +3,7 @@
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,3 +55,14 @@ def test_host_reachable_on_loopback():
         assert not host_reachable("127.0.0.1", port, timeout=1)  # bound, not listening
         server.listen()
         assert host_reachable("127.0.0.1", port, timeout=1)
+
+
+def test_many_corrupt_pickle_streams_all_get_the_same_clear_error(tmp_path):
+    # torch's weights-only unpickler fails on corrupt bytes with whatever exception its
+    # stack machine hits (IndexError, KeyError, ...): every one must read the same.
+    rng = np.random.default_rng(0)
+    for index in range(100):
+        path = tmp_path / f"corrupt{index}.pth"
+        path.write_bytes(b"\x80\x04" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+        with pytest.raises(ValueError, match="is not a valid weights file"):
+            load_weights_file(path)
