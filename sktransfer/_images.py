@@ -65,6 +65,11 @@ class ImageSet:
             return torch.cat([prepare_batch(img[None], preprocessing) for img in loaded])
         return prepare_batch(loaded, preprocessing)
 
+    @property
+    def in_memory(self):
+        """Whether the images are one array (else files or PIL images, decoded as read)."""
+        return self._array is not None
+
     def batches(self, batch_size, preprocessing):
         """Yield ``(start, batch)`` pairs of preprocessed consecutive images.
 

@@ -60,11 +60,14 @@ class BatchSizer:
         self.key = key
         self.default = inference_batch_size("auto", input_size)
         self.plan = []
-        if key not in MEASURED_BATCH_SIZES and n_images >= MEASURE_MIN_BATCHES * self.default:
-            candidates = sorted({max(1, self.default // 2), self.default,
-                                 min(256, 2 * self.default)})
-            self.plan = candidates * MEASURE_ROUNDS
-            self._n_candidates = len(candidates)
+        candidates = sorted({max(1, self.default // 2), self.default,
+                             min(256, 2 * self.default)})
+        plan = candidates * max(2, MEASURE_ROUNDS)
+        large = n_images >= max(MEASURE_MIN_BATCHES * self.default, sum(plan) + self.default)
+        # setdefault claims the measurement (atomically): streams running at the same
+        # time in other threads find the claim and use the rule instead of measuring.
+        if large and MEASURED_BATCH_SIZES.setdefault(key, self) is self:
+            self.plan, self._n_candidates = plan, len(candidates)
         self._times = {}
         self._pending = self._recorded = 0
 
@@ -73,7 +76,8 @@ class BatchSizer:
         if self._pending < len(self.plan):
             self._pending += 1
             return self.plan[self._pending - 1]
-        return MEASURED_BATCH_SIZES.get(self.key, self.default)
+        size = MEASURED_BATCH_SIZES.get(self.key)
+        return size if isinstance(size, int) else self.default  # or still being measured
 
     def record(self, index, size, seconds):
         """Batch number ``index`` of ``size`` images took ``seconds``."""
@@ -82,17 +86,19 @@ class BatchSizer:
         self._recorded += 1
         if index >= self._n_candidates:  # not the first run of its size
             self._times[size] = min(self._times.get(size, float("inf")), seconds / size)
-        if self._recorded == len(self.plan):
+        if self._recorded == len(self.plan) and self._times:
             MEASURED_BATCH_SIZES[self.key] = min(self._times, key=self._times.get)
 
 
-def batch_setting(blocks, input_size, layers, device, precision):
+def batch_setting(blocks, input_size, layers, pooling, device, precision, in_memory):
     """What the fastest batch size depends on: the architecture (not its weights), the
-    input size, how far the stream runs, the device and the precision."""
+    input size, the layers and pooling read, the device, precision and threads, and
+    whether images are decoded alongside (files) or already in memory (arrays)."""
     shapes = tuple((type(module).__name__, tuple(p.shape))
                    for block in list(blocks)[:max(layers) + 1] for module in block.modules()
                    for p in module.parameters(recurse=False))
-    return (hash(shapes), tuple(input_size), max(layers), str(device), precision)
+    return (hash(shapes), tuple(input_size), tuple(layers), pooling, str(device), precision,
+            torch.get_num_threads(), in_memory)
 
 
 def pool_features(feature_map, pooling):
@@ -263,8 +269,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     blocks, device, precision = inference
     if batch_size == "auto":
         batch_size = BatchSizer(
-            batch_setting(blocks, preprocessing.input_size, layers, device, precision),
-            preprocessing.input_size, len(images))
+            batch_setting(blocks, preprocessing.input_size, layers, pooling, device, precision,
+                          images.in_memory), preprocessing.input_size, len(images))
     measured = isinstance(batch_size, BatchSizer)
     typical = batch_size.default if measured else batch_size
     n_batches = -(-len(images) // typical)

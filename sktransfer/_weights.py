@@ -73,11 +73,14 @@ def load_weights_file(path):
             "cannot run code. Save the weights as a state dict "
             "(torch.save(model.state_dict(), path)) or as .safetensors."
         ) from None
+    except MemoryError:
+        raise
     except Exception as error:  # noqa: BLE001 - a corrupt stream fails in any way
         # torch's weights-only unpickler raises whatever its stack machine hits on
         # corrupt bytes (IndexError, KeyError, struct.error, ...), besides the usual
         # RuntimeError/EOFError: all mean the same to the user.
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        reason = next((line for line in str(error).splitlines() if line.strip()),
+                      type(error).__name__)
         raise _not_weights_file(path, reason) from None
     return _unwrap_state_dict(state, path)
 
@@ -90,14 +93,17 @@ def _pickled_names(path):
     import pickletools
     import zipfile
 
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.namelist() if m.endswith("data.pkl")]
-            if not members:
-                return None
-            data = archive.read(members[0])
-    else:
-        data = Path(path).read_bytes()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.namelist() if m.endswith("data.pkl")]
+                if not members:
+                    return None
+                data = archive.read(members[0])  # checks the CRC, unlike torch's reader
+        else:
+            data = Path(path).read_bytes()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None
     names, strings = [], []
     try:
         for opcode, argument, _ in pickletools.genops(data):

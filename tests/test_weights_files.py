@@ -66,3 +66,28 @@ def test_many_corrupt_pickle_streams_all_get_the_same_clear_error(tmp_path):
         path.write_bytes(b"\x80\x04" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
         with pytest.raises(ValueError, match="is not a valid weights file"):
             load_weights_file(path)
+
+
+def test_a_zip_weights_file_with_a_damaged_member_gets_the_clear_error(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    name_and_extra = int.from_bytes(data[member.header_offset + 26:member.header_offset + 28],
+                                    "little") + int.from_bytes(
+        data[member.header_offset + 28:member.header_offset + 30], "little")
+    start = member.header_offset + 30 + name_and_extra  # the pickle stream's bytes
+    failures = 0
+    for offset in range(start, start + member.compress_size):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            load_weights_file(path)
+        except ValueError as error:
+            assert "weights file" in str(error)
+            failures += 1
+    assert failures > 0  # some damage must be caught, and only as ValueError
