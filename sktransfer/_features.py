@@ -40,8 +40,8 @@ class CNNFeatureExtractor(NetworkEstimator):
         Images per forward pass. "auto" starts from about 8 images of 224 x 224
         pixels (more for smaller images); a transform of at least 400 such batches
         times half, that and twice that size on its first images (4 runs each) and
-        keeps the fastest on this machine, for the rest of it and for later transforms
-        of the same architecture, input size, layers, pooling, device, precision,
+        keeps the fastest on this machine, for the rest of it and for later large
+        transforms of the same architecture, input size, layers, pooling, device, precision,
         thread count and input kind (arrays or files) in this process.
     {device}
     {progress}

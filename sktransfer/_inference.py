@@ -48,7 +48,7 @@ class BatchSizer:
 
     The rule's size ``r`` (:func:`inference_batch_size`) is a good guess, but the
     fastest size differs by CPU (batch 8 on one, 4 on another, at 224 px). A stream of
-    at least ``MEASURE_MIN_BATCHES`` batches times ``r/2``, ``r`` and ``2r`` on its
+    at least ``MEASURE_MIN_BATCHES`` batches (smaller ones keep the rule) times ``r/2``, ``r`` and ``2r`` on its
     own first images (``MEASURE_ROUNDS`` times each, interleaved: the first run of a
     shape builds its kernels and is not timed; the fastest other run counts), keeps
     the fastest per image for the rest of the stream and
@@ -56,17 +56,15 @@ class BatchSizer:
     The measured batches are real work: only their slower sizes cost anything.
     """
 
-    def __init__(self, key, input_size, n_images):
+    def __init__(self, key, rule, n_images):
         self.key = key
-        self.default = inference_batch_size("auto", input_size)
+        self.default = rule
         self.plan = []
-        candidates = sorted({max(1, self.default // 2), self.default,
-                             min(256, 2 * self.default)})
+        candidates = sorted({max(1, rule // 2), rule, min(256, 2 * rule)})
         plan = candidates * max(2, MEASURE_ROUNDS)
-        large = n_images >= max(MEASURE_MIN_BATCHES * self.default, sum(plan) + self.default)
         # setdefault claims the measurement (atomically): streams running at the same
         # time in other threads find the claim and use the rule instead of measuring.
-        if large and MEASURED_BATCH_SIZES.setdefault(key, self) is self:
+        if n_images >= sum(plan) + rule and MEASURED_BATCH_SIZES.setdefault(key, self) is self:
             self.plan, self._n_candidates = plan, len(candidates)
         self._times = {}
         self._pending = self._recorded = 0
@@ -268,9 +266,11 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     """
     blocks, device, precision = inference
     if batch_size == "auto":
-        batch_size = BatchSizer(
-            batch_setting(blocks, preprocessing.input_size, layers, pooling, device, precision,
-                          images.in_memory), preprocessing.input_size, len(images))
+        batch_size = inference_batch_size("auto", preprocessing.input_size)
+        if len(images) >= MEASURE_MIN_BATCHES * batch_size:  # small jobs keep the rule
+            batch_size = BatchSizer(
+                batch_setting(blocks, preprocessing.input_size, layers, pooling, device,
+                              precision, images.in_memory), batch_size, len(images))
     measured = isinstance(batch_size, BatchSizer)
     typical = batch_size.default if measured else batch_size
     n_batches = -(-len(images) // typical)

@@ -87,9 +87,6 @@ def range_test(net, dataset, *, start_lr=START_LR, end_lr=END_LR, n_steps=N_STEP
     -------
     LRFinderResult
     """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"The range test needs 0 < start_lr < end_lr, got {start_lr!r} and "
-                         f"{end_lr!r}.")
     if not net.initialized_:
         net.initialize()
     saved = copy.deepcopy(net.module_.state_dict())

@@ -52,10 +52,10 @@ def test_small_jobs_and_fixed_sizes_are_not_measured(measured):
 
 
 def test_one_stream_measures_while_others_use_the_rule(measured):
-    first = inference.BatchSizer("setting", (112, 112), n_images=10_000)
-    second = inference.BatchSizer("setting", (112, 112), n_images=10_000)  # another thread
+    first = inference.BatchSizer("setting", 32, n_images=10_000)
+    second = inference.BatchSizer("setting", 32, n_images=10_000)  # another thread
     assert first.plan and not second.plan
-    assert second.next_size() == inference.inference_batch_size("auto", (112, 112))
+    assert second.next_size() == 32
     for index, size in enumerate(first.next_size() for _ in first.plan):
         first.record(index, size, seconds=size * (0.5 if size == 64 else 1.0))
     assert measured["setting"] == 64 and second.next_size() == 64
