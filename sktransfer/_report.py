@@ -8,12 +8,10 @@ from ._compare import CHOSEN_BY_CV, probe_table
 from ._probe import plot_layer_probe, score_column
 from ._tasks import metric_label
 
-KIND_COLORS = {"classical": "#8c8c8c", "pixels": "#8c8c8c", "features": "#1f77b4",
-               "finetune": "#2ca02c", "scratch": "#d62728"}
-#: The kind of the classical rows, and its earlier name (in older results.csv files).
-CLASSICAL = ("classical", "pixels")
+KIND_COLORS = {"classical": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
+               "scratch": "#d62728"}
 #: Several methods of one kind get shades of the kind's colour map, dark to light.
-KIND_COLORMAPS = {"classical": "Greys", "pixels": "Greys", "features": "Blues", "finetune": "Greens",
+KIND_COLORMAPS = {"classical": "Greys", "features": "Blues", "finetune": "Greens",
                   "scratch": "Reds"}
 MARKERS = ("o", "s", "^", "D", "v", "P")
 #: The primary metrics the comparison ranks by, one per task (higher is better).
@@ -177,7 +175,7 @@ def plot_accuracy(results, path=None):
             depths.axhline(chosen[metric], color=styles[label_of(chosen)][0], linestyle=":",
                            label=f"depth chosen by inner CV ({chosen['chosen']})")
         for kind in ("features", "classical", "scratch"):
-            best = rows[rows["kind"].isin(CLASSICAL if kind == "classical" else (kind,))]
+            best = rows[rows["kind"] == kind]
             if len(best):
                 top = best.loc[best[metric].idxmax()]
                 depths.axhline(top[metric], color=styles[label_of(top)][0], linestyle="--",
@@ -266,7 +264,7 @@ def reading(results):
     best = rows.loc[rows[metric].idxmax()]
     lines = [f"Best: **{label_of(best)}** ({best['kind']}) with {name} "
              f"{best[metric]:.3f} ± {best[f'{metric}_std']:.3f}."]
-    classical = rows[rows["kind"].isin(CLASSICAL)]
+    classical = rows[rows["kind"] == "classical"]
     transfer = rows[rows["kind"].isin(["features", "finetune"])]
     if len(classical) and len(transfer):
         top_classical = classical.loc[classical[metric].idxmax()]

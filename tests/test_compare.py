@@ -177,8 +177,8 @@ def _results(*rows):
 def _study(labels=(5, 20, "all"), depths=("all", 6, 0)):
     rows = []
     for i, count in enumerate(labels):
-        rows += [("pixels", "pixels + logistic regression", None, count, 0.41 + i / 10, 0.05),
-                 ("pixels", "pixels + RBF SVC", None, count, 0.43 + i / 10, 0.06),
+        rows += [("classical", "pixels + logistic regression", None, count, 0.41 + i / 10, 0.05),
+                 ("classical", "pixels + RBF SVC", None, count, 0.43 + i / 10, 0.06),
                  ("features", feature_method_name("conv_head"), None, count, 0.61 + i / 10, 0.04),
                  ("scratch", "train from random weights", 0, count, 0.35 + i / 10, 0.03)]
         rows += [("finetune", "fine-tune", d, count, 0.55 + i / 10 + j / 50, 0.08)

@@ -94,7 +94,7 @@ def test_the_probe_is_a_labelled_diagnostic_and_the_report_recommends(stripes, t
 
 def test_recommendation_takes_the_cheapest_method_within_noise_of_the_best():
     rows = pd.DataFrame([
-        {"kind": "pixels", "method": "pixels + RBF SVC", "labels_per_class": "all",
+        {"kind": "classical", "method": "pixels + RBF SVC", "labels_per_class": "all",
          "accuracy": 0.950, "accuracy_std": 0.010, "fit_seconds": 0.5, "predict_seconds": 0.1,
          "n_train": 100, "n_test": 50},
         {"kind": "finetune", "method": "fine-tune", "freeze": 6, "labels_per_class": "all",

@@ -39,7 +39,7 @@ def digit_tags(y):
 def test_regression_reports_r2_and_mae_with_a_ridge_baseline(digits, tmp_path):
     X, y = digits
     target = ink_fraction(X)
-    results = compare(X, target, kinds=("pixels", "features"), **SMALL)
+    results = compare(X, target, kinds=("classical", "features"), **SMALL)
     assert results.attrs["task"] == "regression" and results.attrs["metric"] == "r2"
     assert {"r2", "r2_std", "mae", "mae_std"} <= set(results.columns)
     assert "accuracy" not in results.columns
