@@ -48,6 +48,7 @@ class CNNFeatureExtractor(NetworkEstimator):
     memory : str, path or joblib.Memory, default=None
         Cache features per image, by content and the extractor's settings.
     {precision}
+    {compile}
 
     Attributes
     ----------
@@ -79,7 +80,7 @@ class CNNFeatureExtractor(NetworkEstimator):
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", layer=-1,
                  pooling="avg", image_size=None, image_shape=None, batch_size="auto",
-                 device="auto", progress="auto", memory=None, precision="fp32"):
+                 device="auto", progress="auto", memory=None, precision="fp32", compile=False):
         self.backbone = backbone
         self.weights = weights
         self.layer = layer
@@ -91,6 +92,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         self.progress = progress
         self.memory = memory
         self.precision = precision
+        self.compile = compile
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

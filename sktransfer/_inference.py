@@ -6,14 +6,16 @@ once (:func:`prepare_inference`) and streams images through it
 """
 
 import copy
+import functools
 import time
-from typing import NamedTuple
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._compile import CompiledForms, expected_compile_seconds, worth_compiling
 from ._device import autocast, network_errors, resolve_precision
 
 POOLINGS = ("avg", "max", "avgmax")
@@ -150,18 +152,30 @@ def inference_blocks(blocks, device):
     return prepared.to(device, memory_format=torch.channels_last)
 
 
-class Inference(NamedTuple):
-    """A fitted network prepared for inference: its blocks, device and precision."""
+@dataclass(frozen=True)
+class Inference:
+    """A fitted network prepared for inference: its blocks, device and precision.
+
+    ``compile`` (False, True or "auto") says whether streams run it through
+    torch.compile; ``compiled`` holds its compiled forms, made on first use.
+    """
 
     blocks: nn.Sequential
     device: torch.device
     precision: str
+    compile: object = False
+    compiled: CompiledForms = field(default_factory=CompiledForms, compare=False, repr=False)
+
+    def with_compile(self, compile):
+        """The same prepared network (and compiled forms) under another ``compile``."""
+        return self if compile == self.compile else replace(self, compile=compile,
+                                                            compiled=self.compiled)
 
 
-def prepare_inference(blocks, device, precision, *, warn=True):
+def prepare_inference(blocks, device, precision, *, compile=False, warn=True):
     """An :class:`Inference` of a copy of ``blocks`` for ``device`` (see inference_blocks)."""
     return Inference(inference_blocks(blocks, device), device,
-                     resolve_precision(device, precision, warn=warn))
+                     resolve_precision(device, precision, warn=warn), compile)
 
 
 def run_blocks(blocks, batch, layers, pooling):
@@ -173,6 +187,80 @@ def run_blocks(blocks, batch, layers, pooling):
         if index in layers:
             outputs[index] = pool_features(batch, pooling)
     return torch.cat([outputs[index] for index in layers], dim=1)
+
+
+class BlockRunner:
+    """Runs one stream's batches through the network: eagerly or compiled.
+
+    ``compile=True`` compiles from the first batch; "auto" times the first eager
+    batches and compiles when the rest of the job repays it
+    (:func:`sktransfer._compile.worth_compiling`). A compiled network has a fixed batch
+    size, ``size`` rows (the stream's batch size; None: the first compiled batch's, for
+    a measured one): shorter batches are padded to it (the padding's rows are dropped;
+    in eval mode images do not affect each other), so a short job or the last batch
+    reuses the compile.
+    """
+
+    #: compile="auto" decides after this many eager batches (the first is not timed).
+    AUTO_TIMED_BATCHES = 3
+
+    def __init__(self, inference, layers, pooling, *, n_images, size, setting, on_compile=None):
+        self.inference = inference
+        self.size = size
+        self.on_compile = on_compile
+        self.layers = tuple(layers)
+        self.pooling = pooling
+        self.n_images = n_images
+        self._setting = setting  # a function: hashing the architecture is for large jobs
+        self.compiling = inference.compile is True
+        self.decided = inference.compile != "auto"
+        self._per_image = []
+        self._done = 0
+
+    def __call__(self, batch, *, eager=False):
+        """Pooled features of ``batch`` (eagerly while a batch-size measurement runs)."""
+        n = len(batch)
+        size = self.size or n
+        if eager or not self.inference.compile or n > size:
+            return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
+        key = (self.layers, self.pooling, (size, *batch.shape[1:]), batch.dtype,
+               torch.is_autocast_enabled(batch.device.type))
+        compiled = self.inference.compiled
+        if not self.decided and compiled.has(key):
+            self.compiling = self.decided = True  # compiled by an earlier stream: free
+        if not self.compiling:
+            return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
+        self.size = size
+        if n < size:
+            batch = torch.cat([batch, batch[-1:].expand(size - n, *batch.shape[1:])])
+            batch = batch.contiguous(memory_format=torch.channels_last)  # as compiled for
+        blocks, layers, pooling = self.inference.blocks, self.layers, self.pooling
+
+        def read_layers(batch):
+            return run_blocks(blocks, batch, layers, pooling)
+
+        announce = self.on_compile is not None and not compiled.has(key)
+        if announce:
+            self.on_compile(True)
+        pooled = compiled(key, read_layers, batch, timing_key=self._setting())
+        if announce:
+            self.on_compile(False)
+        return pooled[:n]
+
+    def record(self, n, seconds, *, timed=True):
+        """``n`` images ran in ``seconds``; compile="auto" decides once it has timed enough."""
+        self._done += n
+        if self.decided or not timed:
+            return
+        self._per_image.append(seconds / n)
+        if len(self._per_image) <= self.AUTO_TIMED_BATCHES:  # the first builds kernels
+            return
+        self.decided = True
+        remaining = self.n_images - self._done
+        self.compiling = worth_compiling(
+            self.inference.device, per_image_seconds=min(self._per_image[1:]),
+            remaining_images=remaining, remaining_batches=remaining // max(1, n),
+            compile_seconds=expected_compile_seconds(self._setting()))
 
 
 def pooled_width(shape):
@@ -264,13 +352,15 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     -------
     ndarray of shape (n_images, n_features), float32
     """
-    blocks, device, precision = inference
+    device, precision = inference.device, inference.precision
+    # hashing the architecture is for large jobs and compiled networks only
+    setting = functools.cache(lambda: batch_setting(
+        inference.blocks, preprocessing.input_size, layers, pooling, device, precision,
+        images.in_memory))
     if batch_size == "auto":
         batch_size = inference_batch_size("auto", preprocessing.input_size)
         if len(images) >= MEASURE_MIN_BATCHES * batch_size:  # small jobs keep the rule
-            batch_size = BatchSizer(
-                batch_setting(blocks, preprocessing.input_size, layers, pooling, device,
-                              precision, images.in_memory), batch_size, len(images))
+            batch_size = BatchSizer(setting(), batch_size, len(images))
     measured = isinstance(batch_size, BatchSizer)
     typical = batch_size.default if measured else batch_size
     n_batches = -(-len(images) // typical)
@@ -279,19 +369,25 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
         input_size=preprocessing.input_size, batch_size=typical
     ), tqdm(total=len(images), unit="img", desc="extracting features",
             disable=show_progress(progress, n_batches)) as bar:
+        runner = BlockRunner(inference, layers, pooling, n_images=len(images), setting=setting,
+                             size=None if measured else typical * (len(views) if views else 1),
+                             on_compile=lambda now: bar.set_postfix_str("compiling" if now else ""))
         for index, (start, batch) in enumerate(images.batches(batch_size, preprocessing)):
             began = time.perf_counter()
             batch = batch.to(device)
             if views is not None:
                 batch = views(batch)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            pooled = run_blocks(blocks, batch, layers, pooling)
+            measuring = measured and index < len(batch_size.plan)
+            pooled = runner(batch, eager=measuring)
             if views is not None:
                 pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
             if features is None:
                 features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
             features[start:start + len(pooled)] = pooled.float().cpu().numpy()
-            if measured:  # the copy to numpy waited for the device
-                batch_size.record(index, len(pooled), time.perf_counter() - began)
+            seconds = time.perf_counter() - began  # the copy to numpy waited for the device
+            if measured:
+                batch_size.record(index, len(pooled), seconds)
+            runner.record(len(pooled), seconds, timed=not measuring)
             bar.update(len(pooled))
     return features

@@ -332,8 +332,8 @@ class FineTuneBase(NetworkEstimator):
         # The model's own frozen blocks (no copy: this fit owns them, and they run in
         # eval mode in training too), so that training on their cached outputs gives the
         # very model that training through them does.
-        frozen = (Inference(model.blocks[:start].eval().to(device), device, precision)
-                  if start else None)
+        frozen = (Inference(model.blocks[:start].eval().to(device), device, precision,
+                            self.compile) if start else None)
         given = getattr(self, "_given_trunk_inputs", {})  # a search computed them once
         if start in given:
             inputs = given[start]

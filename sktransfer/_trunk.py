@@ -113,7 +113,8 @@ class FrozenTrunk:
 
     def top_features(self, inputs, start):
         """Pooled output of the last block, running blocks ``start`` and up on ``inputs``."""
-        blocks, device, precision = self.inference
+        blocks, device, precision = (self.inference.blocks, self.inference.device,
+                                     self.inference.precision)
         features = None
         with torch.inference_mode(), autocast(device, precision):
             for begin in range(0, len(inputs), self.batch_size):
