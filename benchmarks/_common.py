@@ -11,14 +11,18 @@ import torch
 def machine():
     """One line on the CPU, cores and torch threads."""
     cpu = platform.processor() or "unknown CPU"
+    flags = []
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        present = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        flags = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in present]
     except (OSError, StopIteration):
         pass
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads; CPU bf16 support: {bf16}")
+    return (f"{cpu}; flags: {' '.join(flags) or 'unknown'}; {os.cpu_count()} cores; torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads; CPU bf16 support: {bf16}")
 
 
 def race(contenders, rounds=3, warmup=True):

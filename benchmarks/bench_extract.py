@@ -3,12 +3,21 @@
 Both run the same network on the same 224 px uint8 images with the same batch size and
 threads; the plain loop is what one writes by hand: model.eval(), inference_mode, fp32,
 NCHW. Prints throughput ratios (median of alternating rounds), the features' agreement,
-and bf16's effect on a linear probe's accuracy.
+bf16's effect on a linear probe's accuracy, the measured "auto" batch size against
+fixed ones, and compile=True against eager: steady-state speed, the compile's time with
+a cold and a warm compile cache (each in a fresh process) and with the architecture
+already compiled in the process, and the break-even number of images.
 
-    python benchmarks/bench_extract.py
+    python benchmarks/bench_extract.py [extract] [batch] [compile] [bf16]
 """
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import torch
@@ -89,6 +98,65 @@ def batch_size_sweep(images):
             for size, t in times.items()]
 
 
+#: Run in a fresh process: the seconds of a first compiled transform of one batch (the
+#: compile) less an eager one, with the compile cache in TORCHINDUCTOR_CACHE_DIR.
+FIRST_COMPILE = """
+import json, time, numpy as np
+from sktransfer import CNNFeatureExtractor
+images = np.random.default_rng(1).integers(0, 256, ({batch}, 224, 224, 3), dtype=np.uint8)
+eager = CNNFeatureExtractor(device="cpu", progress=False, batch_size={batch}).fit(images)
+eager.transform(images)
+began = time.perf_counter(); eager.transform(images); eager_seconds = time.perf_counter() - began
+compiled = CNNFeatureExtractor(device="cpu", progress=False, batch_size={batch}, compile=True)
+compiled.fit(images)
+began = time.perf_counter(); compiled.transform(images); first = time.perf_counter() - began
+print(json.dumps(first - eager_seconds))
+"""
+
+
+def compile_seconds_in_fresh_process(cache_dir):
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", FIRST_COMPILE.format(batch=BATCH)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1]))
+
+
+def compile_rows(images):
+    """compile=True against eager (efficientnet_lite0, 224 px, batch 8)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold = compile_seconds_in_fresh_process(cache_dir)
+        warm = compile_seconds_in_fresh_process(cache_dir)
+    eager = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH).fit(images[:1])
+    compiled = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH,
+                                   compile=True).fit(images[:1])
+    compiled.transform(images[:BATCH])  # compiles here (cache warm from the runs above)
+    again = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH,
+                                compile=True).fit(images[:1])
+    began = time.perf_counter()
+    again.transform(images[:BATCH])
+    same_architecture = time.perf_counter() - began  # less one compiled batch, below
+    agreement = float(np.abs(compiled.transform(images) - eager.transform(images)).max()
+                      / np.abs(eager.transform(images)).max())
+    times = race({"eager": lambda: eager.transform(images),
+                  "compiled": lambda: compiled.transform(images)}, rounds=5)
+    eager_per_image, compiled_per_image = (times[k] / len(images) for k in ("eager", "compiled"))
+    same_architecture -= compiled_per_image * BATCH
+    saved_per_image = eager_per_image - compiled_per_image
+    rows = [{"": "steady state img/s (eager, compiled)",
+             "value": f"{1 / eager_per_image:.1f}, {1 / compiled_per_image:.1f}"},
+            {"": "compiled / eager (goal >= 1.4)",
+             "value": f"{eager_per_image / compiled_per_image:.2f}x"},
+            {"": "max rel. diff of the features", "value": f"{agreement:.1e}"}]
+    for name, seconds in (("cold cache, fresh process", cold), ("warm cache, fresh process", warm),
+                          ("same architecture compiled before in the process",
+                           same_architecture)):
+        break_even = (f"{seconds / saved_per_image:,.0f} images" if saved_per_image > 0
+                      else "never")
+        rows.append({"": f"compile time: {name}",
+                     "value": f"{seconds:.1f} s (break-even: {break_even})"})
+    return rows
+
+
 def probe_accuracy():
     from sktransfer._device import cpu_has_native_bf16
 
@@ -107,18 +175,26 @@ def probe_accuracy():
     return rows
 
 
-def main():
+def main(sections):
     print(machine())
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (N_IMAGES, 224, 224, 3), dtype=np.uint8)
-    rows = [bench_backbone(name, images) for name in ("efficientnet_lite0", "resnet18")]
-    print_table(f"extract: {N_IMAGES} uint8 images, 224 px, batch {BATCH}, median of 3 alternating rounds",
-                rows, list(rows[0]))
-    print_table("batch size (efficientnet_lite0, 224 px): fixed, and auto as measured here",
-                batch_size_sweep(images), ["batch_size", "img/s", "x best fixed"])
-    print_table("bf16 and a linear probe", probe_accuracy(),
-                ["precision", "linear probe accuracy (600 digits, 3-fold)"])
+    if "extract" in sections:
+        rows = [bench_backbone(name, images) for name in ("efficientnet_lite0", "resnet18")]
+        print_table(f"extract: {N_IMAGES} uint8 images, 224 px, batch {BATCH}, median of 3 "
+                    "alternating rounds", rows, list(rows[0]))
+    if "batch" in sections:
+        print_table("batch size (efficientnet_lite0, 224 px): fixed, and auto as measured here",
+                    batch_size_sweep(images), ["batch_size", "img/s", "x best fixed"])
+    if "compile" in sections:
+        print_table("compile=True against eager (efficientnet_lite0, 224 px, batch 8, "
+                    f"{N_IMAGES} images, median of 5 alternating rounds)",
+                    compile_rows(images), ["", "value"])
+    if "bf16" in sections:
+        print_table("bf16 and a linear probe", probe_accuracy(),
+                    ["precision", "linear probe accuracy (600 digits, 3-fold)"])
 
 
 if __name__ == "__main__":
-    main()
+    SECTIONS = ("extract", "batch", "compile", "bf16")
+    main(sys.argv[1:] or SECTIONS)  # e.g. python benchmarks/bench_extract.py compile

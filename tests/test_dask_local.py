@@ -36,3 +36,19 @@ def test_extract_features_of_a_fine_tuned_classifier(stripes):
     features = extract_features(X, model, partition_size=16)
     assert features.shape == (40, 32) and features.npartitions == 3
     np.testing.assert_allclose(features.compute(), model.transform(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_compiled_extractor_on_dask_threads_compiles_once(rgb_images):
+    from sktransfer.dask import extract_features
+
+    from ._helpers import tiny_cnn
+
+    extractor = CNNFeatureExtractor(tiny_cnn(), image_size=32, batch_size=8, device="cpu",
+                                    progress=False, compile=True).fit(rgb_images)
+    expected = extractor.set_params(compile=False).transform(rgb_images)
+    features = extract_features(rgb_images, extractor.set_params(compile=True), partition_size=2)
+    assert features.npartitions == 3
+    np.testing.assert_allclose(features.compute(scheduler="threads"), expected, rtol=1e-4,
+                               atol=1e-5)
+    (form,) = extractor._inference.compiled._forms.values()  # partitions shared one compile
+    assert hasattr(form, "_torchdynamo_orig_callable")
