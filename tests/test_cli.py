@@ -4,6 +4,7 @@ import csv
 import pickle
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -124,6 +125,21 @@ def test_extract_needs_no_labels(image_folder, tmp_path, layout):
     with np.load(out) as saved:
         assert saved["features"].shape == (n, 512)
         assert ("y" in saved.files) == (layout == "one class")
+
+
+def test_extract_compiled_equals_uncompiled(tmp_path):
+    data = tmp_path / "images.npz"
+    np.savez(data, X=np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8))
+    features = {}
+    for setting in ("off", "on"):
+        out = tmp_path / f"{setting}.npz"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # resnet18 compiles: no fallback warning
+            assert main(["extract", str(data), *NETWORK, "-o", str(out), "--compile",
+                         setting]) == 0
+        with np.load(out) as saved:
+            features[setting] = saved["features"]
+    np.testing.assert_allclose(features["on"], features["off"], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_files_are_listed_up_front_or_skipped(image_folder, tmp_path, capsys):
