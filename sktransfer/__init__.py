@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "BlockInfo": "_backbones",
+    "CompileWarning": "_compile",
     "CNNFeatureExtractor": "_features",
     "FineTuneClassifier": "_finetune",
     "FineTuneClassifierCV": "_finetune_cv",

@@ -378,7 +378,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
             if views is not None:
                 batch = views(batch)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            measuring = measured and index < len(batch_size.plan)
+            # the measurement's batches, and the one prepared before its result, run eagerly
+            measuring = measured and bool(batch_size.plan) and index <= len(batch_size.plan)
             pooled = runner(batch, eager=measuring)
             if views is not None:
                 pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import sktransfer
 import sktransfer._compile as compiling
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier
 
@@ -65,7 +66,7 @@ def test_a_module_that_cannot_compile_runs_eagerly_with_one_warning(images):
     blocks[1].append(DataDependent())
     model = CNNFeatureExtractor(blocks, image_size=SIZE, batch_size=BATCH, device="cpu",
                                 progress=False, compile=True).fit(images)
-    with pytest.warns(compiling.CompileWarning, match="runs uncompiled"):
+    with pytest.warns(sktransfer.CompileWarning, match="runs uncompiled"):
         first = model.transform(images)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
@@ -169,3 +170,18 @@ def test_fine_tuned_predictions_equal_with_compile(images):
 def test_compile_is_validated(images):
     with pytest.raises(ValueError, match="compile"):
         extractor(compile="always").fit(images)
+
+
+def test_a_measured_batch_size_is_compiled_once_at_the_winner(monkeypatch):
+    import sktransfer._inference as inference
+
+    monkeypatch.setattr(inference, "MEASURED_BATCH_SIZES", {})
+    monkeypatch.setattr(inference, "MEASURE_MIN_BATCHES", 4)
+    X = np.random.default_rng(0).integers(0, 256, (800, 16, 16, 3), dtype=np.uint8)
+    model = CNNFeatureExtractor(tiny_cnn(), image_size=112, device="cpu", progress=False,
+                                compile=True).fit(X)
+    features = model.transform(X)  # measures 16, 32 and 64 eagerly, then compiles
+    (winner,) = inference.MEASURED_BATCH_SIZES.values()
+    assert [key[2][0] for key in forms(model)] == [winner]
+    expected = model.set_params(compile=False).transform(X)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
