@@ -15,7 +15,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._compile import CompiledForms, expected_compile_seconds, worth_compiling
+from ._compile import (
+    EXPECTED_SPEEDUP,
+    CompiledForms,
+    expected_compile_seconds,
+    worth_compiling,
+)
 from ._device import autocast, network_errors, resolve_precision
 
 POOLINGS = ("avg", "max", "avgmax")
@@ -198,7 +203,7 @@ class BlockRunner:
     size, ``size`` rows (the stream's batch size; None: the first compiled batch's, for
     a measured one): shorter batches are padded to it (the padding's rows are dropped;
     in eval mode images do not affect each other), so a short job or the last batch
-    reuses the compile.
+    reuses the compile, unless they are so short that running them eagerly is faster.
     """
 
     #: compile="auto" decides after this many eager batches (the first is not timed).
@@ -221,7 +226,8 @@ class BlockRunner:
         """Pooled features of ``batch`` (eagerly while a batch-size measurement runs)."""
         n = len(batch)
         size = self.size or n
-        if eager or not self.inference.compile or n > size:
+        # a batch much shorter than the compiled one runs faster eagerly than padded
+        if eager or not self.inference.compile or n > size or n * EXPECTED_SPEEDUP < size:
             return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
         key = (self.layers, self.pooling, (size, *batch.shape[1:]), batch.dtype,
                torch.is_autocast_enabled(batch.device.type))

@@ -36,8 +36,8 @@ def compiled_forms(estimator):
 
 @pytest.fixture(scope="module")
 def images():
-    # 21 images: two full batches of 8 and a short one, which is padded to 8
-    return np.random.default_rng(0).integers(0, 256, (21, SIZE, SIZE, 3), dtype=np.uint8)
+    # 22 images: two full batches of 8 and a short one of 6, which is padded to 8
+    return np.random.default_rng(0).integers(0, 256, (22, SIZE, SIZE, 3), dtype=np.uint8)
 
 
 def extractor(**params):
@@ -51,8 +51,9 @@ def test_compiled_features_equal_eager_ones(images):
     expected = eager.transform(images)
     np.testing.assert_allclose(compiled.transform(images), expected, rtol=1e-4, atol=1e-5)
     assert len(compiled_forms(compiled)) == 1  # one compile, the short batch padded to it
-    np.testing.assert_allclose(compiled.transform(images[:3]), expected[:3], rtol=1e-4,
-                               atol=1e-5)
+    for n in (6, 3):  # a short job: padded, or so short that it runs eagerly
+        np.testing.assert_allclose(compiled.transform(images[:n]), expected[:n], rtol=1e-4,
+                                   atol=1e-5)
     assert len(compiled_forms(compiled)) == 1
     assert not forms(eager)
 
@@ -123,7 +124,7 @@ def test_threads_share_one_compile_and_agree(images):
 
 
 def test_auto_compiles_only_when_the_rest_of_the_job_repays_it(images, monkeypatch):
-    many = np.concatenate([images] * 4)  # 84 images, 11 batches
+    many = np.concatenate([images] * 4)  # 88 images, 11 batches
     model = extractor(compile="auto").fit(images)
     expected = extractor().fit(images).transform(many)
     monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS", 1e6)
@@ -138,7 +139,7 @@ def test_auto_compiles_only_when_the_rest_of_the_job_repays_it(images, monkeypat
     small = extractor(compile="auto").fit(images)
     small.transform(images)
     assert not forms(small)
-    np.testing.assert_allclose(model.transform(images), expected[:21], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.transform(images), expected[:22], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("device, per_image, remaining, batches, expected", [
@@ -162,7 +163,8 @@ def test_fine_tuned_predictions_equal_with_compile(images):
     eager = FineTuneClassifier(tiny_cnn(), weights=None, freeze=1, max_epochs=2,
                                image_size=SIZE, device="cpu", random_state=0,
                                progress=False).fit(images, y)
-    np.testing.assert_allclose(model.predict_proba(images), eager.predict_proba(images),
+    many = np.concatenate([images] * 8)  # 176: predict's batch at 32 px is 256 images
+    np.testing.assert_allclose(model.predict_proba(many), eager.predict_proba(many),
                                rtol=1e-4, atol=1e-5)
     assert compiled_forms(model)
 

@@ -43,7 +43,7 @@ def test_a_compiled_extractor_on_dask_threads_compiles_once(rgb_images):
 
     from ._helpers import tiny_cnn
 
-    extractor = CNNFeatureExtractor(tiny_cnn(), image_size=32, batch_size=8, device="cpu",
+    extractor = CNNFeatureExtractor(tiny_cnn(), image_size=32, batch_size=2, device="cpu",
                                     progress=False, compile=True).fit(rgb_images)
     expected = extractor.set_params(compile=False).transform(rgb_images)
     features = extract_features(rgb_images, extractor.set_params(compile=True), partition_size=2)
