@@ -61,14 +61,16 @@ NETWORK_PARAMETER_DOCS = {
         (AVX-512 BF16 or AMX) and on recent GPUs; on a CPU without it, where bf16
         is emulated 20x slower, it warns and runs in fp32. "fp16" is for CUDA.""",
     "compile": """compile : bool or "auto", default=False
-        Run the network through ``torch.compile`` for transform and predict: the same
-        results to float rounding, 1.6x faster at steady state for efficientnet_lite0
-        at 224 px on a 2-core CPU, after a compile of about 30 s (a few seconds for
-        another network of the same architecture in the same process). "auto" times
-        the first batches of each transform and compiles when the rest of it repays
-        the compile (on a GPU: every job of 400 batches or more). A network that
-        cannot compile runs uncompiled, with one warning. Training is not compiled:
-        on a CPU it gained nothing (benchmarks/).""",
+        Run the network through ``torch.compile`` in transform, predict and fit's
+        pass through frozen blocks: the same results to float rounding, 1.4-1.6x
+        faster at steady state for efficientnet_lite0 at 224 px on a 2-core CPU,
+        after a compile of 20-30 s (about 2 s for another network of the same
+        architecture in the same process). "auto" compiles when the rest of a
+        transform repays the compile, judged from its first batches (on a GPU: when
+        400 batches or more remain), or once the time the network has run uncompiled
+        in this process would have paid for it (many short calls). A network that
+        cannot compile runs uncompiled, with one warning per compile. Training is
+        not compiled: on a CPU it gained nothing (benchmarks/).""",
 }
 
 
@@ -129,14 +131,14 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         """The prepared :class:`Inference`, never modifying the estimator.
 
         After ``set_params(device=...)`` or ``set_params(precision=...)`` on a fitted
-        estimator, a copy for the new setting is made for this call only; a new
-        ``compile`` setting shares the prepared copy and its compiled forms.
+        estimator, a copy for the new setting is made for this call only (and, with
+        ``compile``, compiled for it: refit to keep it); a new ``compile`` setting
+        shares the prepared copy and its compiled forms.
         """
         device = resolve_device(self.device)
         prepared = self._inference
-        if prepared is not None and prepared.device == device and (
-            self.precision in (prepared.precision, "bf16")  # bf16 may have fallen back
-        ):
+        if (prepared is not None and prepared.device == device  # bf16 may fall back to fp32
+                and resolve_precision(device, self.precision, warn=False) == prepared.precision):
             return prepared.with_compile(self.compile)
         return prepare_inference(self._fitted_blocks(), device, self.precision,
                                  compile=self.compile)

@@ -1,12 +1,15 @@
 """torch.compile for inference: each network compiled once per setting, eager when it fails.
 
 A compiled network runs the same computation as the eager one, to float rounding,
-faster at steady state (1.6x for efficientnet_lite0 at 224 px on a 2-core CPU,
-benchmarks/), after a compile of about half a minute on 2 cores. Whether that pays is
-judged per job (:func:`worth_compiling`); the compiled forms live beside the prepared
-network (:class:`CompiledForms`), never in the estimator, and are never pickled.
+faster at steady state (1.4-1.6x for efficientnet_lite0 at 224 px on a 2-core CPU,
+benchmarks/), after a compile of 20-30 s on 2 cores. Whether that pays is judged per
+job (:func:`worth_compiling`) and across jobs (:func:`repaid_already`); the compiled
+forms live beside the prepared network (:class:`CompiledForms`), never in the
+estimator, and are never pickled.
 """
 
+import os
+import sys
 import threading
 import time
 import types
@@ -25,7 +28,7 @@ EXPECTED_COMPILE_SECONDS = 30.0
 #: compiled graph for another network of the same architecture, so later compiles of a
 #: setting take a few seconds: the last one measured is the best guess of the next.
 COMPILE_SECONDS = {}
-#: On a GPU, compile="auto" compiles every job of at least this many batches.
+#: On a GPU, compile="auto" compiles when at least this many batches remain.
 CUDA_MIN_BATCHES = 400
 
 
@@ -34,7 +37,7 @@ class CompileWarning(UserWarning):
 
 
 def expected_compile_seconds(setting):
-    """How long compiling a network of ``setting`` should take: the last measured, or the default."""
+    """How long compiling ``setting`` should take: the last measured time, or the default."""
     return COMPILE_SECONDS.get(setting, EXPECTED_COMPILE_SECONDS)
 
 
@@ -44,12 +47,23 @@ def worth_compiling(device, *, per_image_seconds, remaining_images, remaining_ba
 
     On a CPU: when the time the rest of the job saves at :data:`EXPECTED_SPEEDUP` exceeds
     the expected compile time. On a GPU, where compiled kernels gain more and compile
-    sooner pays, for every job of at least :data:`CUDA_MIN_BATCHES` batches.
+    sooner pays: when at least :data:`CUDA_MIN_BATCHES` batches remain.
     """
     if device.type == "cuda":
         return remaining_batches >= CUDA_MIN_BATCHES
     saved = remaining_images * per_image_seconds * (1 - 1 / EXPECTED_SPEEDUP)
     return saved > compile_seconds
+
+
+def repaid_already(eager_seconds, compile_seconds):
+    """Whether the eager time spent so far would have paid for the compile (ski rental).
+
+    A job split into many short calls (dask partitions, a server's predicts) never
+    shows one call that repays a compile; compiling once the time lost to running
+    eagerly equals the compile's cost spends at most twice what the best choice, made
+    knowing the future, would have.
+    """
+    return eager_seconds * (1 - 1 / EXPECTED_SPEEDUP) > compile_seconds
 
 
 def own_code(function):
@@ -77,10 +91,23 @@ class CompiledForms:
     def __init__(self):
         self._lock = threading.RLock()  # a failed first call records the fallback under it
         self._forms = {}
+        self._failed = set()
+        self._eager_lock = threading.Lock()  # not the compile's: eager streams go on meanwhile
+        self._eager_seconds = 0.0
 
     def has(self, key):
         """Whether ``key`` is compiled (or known not to compile) already."""
         return key in self._forms
+
+    def failed(self, key):
+        """Whether ``key`` failed to compile (and runs eagerly)."""
+        return key in self._failed
+
+    def add_eager_seconds(self, seconds):
+        """Add time this network ran eagerly where it could have run compiled; the total."""
+        with self._eager_lock:
+            self._eager_seconds += seconds
+            return self._eager_seconds
 
     def __call__(self, key, function, batch, *, timing_key=None):
         """``function(batch)``, compiled for ``key`` (compiling it on first use).
@@ -95,7 +122,7 @@ class CompiledForms:
                     output = self._run(key, function, batch,
                                        torch.compile(own_code(function), fullgraph=True,
                                                      dynamic=False))
-                    if timing_key is not None and self._forms[key] is not function:
+                    if timing_key is not None and key not in self._failed:
                         COMPILE_SECONDS[timing_key] = time.perf_counter() - began
                     return output
                 form = self._forms[key]
@@ -109,12 +136,27 @@ class CompiledForms:
         except Exception as error:  # noqa: BLE001 - compilers fail in many ways
             output = function(batch)  # a bad input raises here, as it would uncompiled
             with self._lock:
-                if self._forms.get(key) is not function:
+                if key not in self._failed:
                     self._forms[key] = function
-                    warnings.warn(_fallback_message(error), CompileWarning, stacklevel=2)
+                    self._failed.add(key)
+                    warnings.warn(_fallback_message(error), CompileWarning,
+                                  stacklevel=_caller_outside_package())
             return output
         self._forms.setdefault(key, form)
         return output
+
+
+def _caller_outside_package():
+    """The ``stacklevel`` that points a warning at the user's call: the first frame
+    outside sktransfer and scikit-learn (whose wrappers run transform)."""
+    import sklearn
+
+    packages = tuple(os.path.dirname(os.path.abspath(module.__file__))
+                     for module in (sys.modules[__package__], sklearn))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(packages):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _fallback_message(error):

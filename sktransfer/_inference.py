@@ -19,6 +19,7 @@ from ._compile import (
     EXPECTED_SPEEDUP,
     CompiledForms,
     expected_compile_seconds,
+    repaid_already,
     worth_compiling,
 )
 from ._device import autocast, network_errors, resolve_precision
@@ -81,8 +82,12 @@ class BatchSizer:
         if self._pending < len(self.plan):
             self._pending += 1
             return self.plan[self._pending - 1]
+        return self.winner() or self.default  # or still being measured
+
+    def winner(self):
+        """The measured size, or None while it is being measured (here or elsewhere)."""
         size = MEASURED_BATCH_SIZES.get(self.key)
-        return size if isinstance(size, int) else self.default  # or still being measured
+        return size if isinstance(size, int) else None
 
     def record(self, index, size, seconds):
         """Batch number ``index`` of ``size`` images took ``seconds``."""
@@ -171,6 +176,10 @@ class Inference:
     compile: object = False
     compiled: CompiledForms = field(default_factory=CompiledForms, compare=False, repr=False)
 
+    def __post_init__(self):  # np.bool_ and 0/1 count as bools
+        if not (isinstance(self.compile, str) and self.compile == "auto"):
+            object.__setattr__(self, "compile", bool(self.compile))
+
     def with_compile(self, compile):
         """The same prepared network (and compiled forms) under another ``compile``."""
         return self if compile == self.compile else replace(self, compile=compile,
@@ -197,76 +206,90 @@ def run_blocks(blocks, batch, layers, pooling):
 class BlockRunner:
     """Runs one stream's batches through the network: eagerly or compiled.
 
-    ``compile=True`` compiles from the first batch; "auto" times the first eager
-    batches and compiles when the rest of the job repays it
-    (:func:`sktransfer._compile.worth_compiling`). A compiled network has a fixed batch
-    size, ``size`` rows (the stream's batch size; None: the first compiled batch's, for
-    a measured one): shorter batches are padded to it (the padding's rows are dropped;
-    in eval mode images do not affect each other), so a short job or the last batch
-    reuses the compile, unless they are so short that running them eagerly is faster.
+    ``compile=True`` compiles from the first batch. ``"auto"`` runs eagerly and compiles
+    when the rest of the stream repays the compile (judged from its first timed eager
+    batches, :func:`sktransfer._compile.worth_compiling`), or when the time this network
+    has run eagerly, over all streams and threads, would have paid for it
+    (:func:`sktransfer._compile.repaid_already`: a job split into many calls).
+
+    A compiled network has a fixed batch size: ``size`` rows (the stream's batch size;
+    for a measured one a function giving the winner, None until it is known, when
+    batches run eagerly). Shorter batches are padded to it (the padding's rows are
+    dropped; in eval mode images do not affect each other), so the last batch and short
+    jobs reuse the compile, unless they are so short that running them eagerly is faster.
     """
 
-    #: compile="auto" decides after this many eager batches (the first is not timed).
+    #: compile="auto" judges the stream after this many eager batches (the first one
+    #: builds kernels and is not counted).
     AUTO_TIMED_BATCHES = 3
 
     def __init__(self, inference, layers, pooling, *, n_images, size, setting, on_compile=None):
         self.inference = inference
-        self.size = size
-        self.on_compile = on_compile
         self.layers = tuple(layers)
         self.pooling = pooling
         self.n_images = n_images
+        self._size = size
         self._setting = setting  # a function: hashing the architecture is for large jobs
+        self.on_compile = on_compile
         self.compiling = inference.compile is True
-        self.decided = inference.compile != "auto"
+        self._auto = inference.compile == "auto"
+        self._judged = False
+        self._key = None  # of the last batch that could run compiled
         self._per_image = []
         self._done = 0
 
-    def __call__(self, batch, *, eager=False):
-        """Pooled features of ``batch`` (eagerly while a batch-size measurement runs)."""
+    def __call__(self, batch):
+        """Pooled features of ``batch``."""
         n = len(batch)
-        size = self.size or n
-        # a batch much shorter than the compiled one runs faster eagerly than padded
-        if eager or not self.inference.compile or n > size or n * EXPECTED_SPEEDUP < size:
-            return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
-        key = (self.layers, self.pooling, (size, *batch.shape[1:]), batch.dtype,
-               torch.is_autocast_enabled(batch.device.type))
+        size = self._size() if callable(self._size) else self._size
         compiled = self.inference.compiled
-        if not self.decided and compiled.has(key):
-            self.compiling = self.decided = True  # compiled by an earlier stream: free
-        if not self.compiling:
-            return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
-        self.size = size
-        if n < size:
-            batch = torch.cat([batch, batch[-1:].expand(size - n, *batch.shape[1:])])
+        # a batch much shorter than the compiled one runs faster eagerly than padded
+        if self.inference.compile and size is not None and size / EXPECTED_SPEEDUP <= n <= size:
+            self._key = (self.layers, self.pooling, (size, *batch.shape[1:]), batch.dtype,
+                         torch.is_autocast_enabled(batch.device.type))
+            if self._auto and not self.compiling and compiled.has(self._key):
+                self.compiling = True  # compiled by an earlier stream: free
+            if self.compiling and not compiled.failed(self._key):
+                return self._compiled(batch, size)[:n]
+        return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
+
+    def _compiled(self, batch, size):
+        if len(batch) < size:
+            batch = torch.cat([batch, batch[-1:].expand(size - len(batch), *batch.shape[1:])])
             batch = batch.contiguous(memory_format=torch.channels_last)  # as compiled for
         blocks, layers, pooling = self.inference.blocks, self.layers, self.pooling
 
         def read_layers(batch):
             return run_blocks(blocks, batch, layers, pooling)
 
+        compiled, key = self.inference.compiled, self._key
         announce = self.on_compile is not None and not compiled.has(key)
         if announce:
             self.on_compile(True)
-        pooled = compiled(key, read_layers, batch, timing_key=self._setting())
+        pooled = compiled(key, read_layers, batch, timing_key=(self._setting(), key))
         if announce:
             self.on_compile(False)
-        return pooled[:n]
+        return pooled
 
     def record(self, n, seconds, *, timed=True):
-        """``n`` images ran in ``seconds``; compile="auto" decides once it has timed enough."""
+        """``n`` images ran in ``seconds``; compile="auto" decides from these times."""
         self._done += n
-        if self.decided or not timed:
+        if not self._auto or self.compiling or not timed or self._key is None:
+            return
+        spent = self.inference.compiled.add_eager_seconds(seconds)
+        cost = expected_compile_seconds((self._setting(), self._key))
+        if repaid_already(spent, cost):
+            self.compiling = True
             return
         self._per_image.append(seconds / n)
-        if len(self._per_image) <= self.AUTO_TIMED_BATCHES:  # the first builds kernels
+        if self._judged or len(self._per_image) <= self.AUTO_TIMED_BATCHES:
             return
-        self.decided = True
+        self._judged = True
         remaining = self.n_images - self._done
         self.compiling = worth_compiling(
             self.inference.device, per_image_seconds=min(self._per_image[1:]),
-            remaining_images=remaining, remaining_batches=remaining // max(1, n),
-            compile_seconds=expected_compile_seconds(self._setting()))
+            remaining_images=remaining, remaining_batches=remaining // n,
+            compile_seconds=cost)
 
 
 def pooled_width(shape):
@@ -375,8 +398,15 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
         input_size=preprocessing.input_size, batch_size=typical
     ), tqdm(total=len(images), unit="img", desc="extracting features",
             disable=show_progress(progress, n_batches)) as bar:
+        rows = len(views) if views is not None else 1  # rows per image in a batch
+
+        def measured_size():  # None while measuring: the batches then run eagerly
+            winner = batch_size.winner()
+            return None if winner is None else winner * rows
+
+        size = measured_size if measured else typical * rows
         runner = BlockRunner(inference, layers, pooling, n_images=len(images), setting=setting,
-                             size=None if measured else typical * (len(views) if views else 1),
+                             size=size,
                              on_compile=lambda now: bar.set_postfix_str("compiling" if now else ""))
         for index, (start, batch) in enumerate(images.batches(batch_size, preprocessing)):
             began = time.perf_counter()
@@ -384,9 +414,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
             if views is not None:
                 batch = views(batch)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            # the measurement's batches, and the one prepared before its result, run eagerly
-            measuring = measured and bool(batch_size.plan) and index <= len(batch_size.plan)
-            pooled = runner(batch, eager=measuring)
+            measuring = measured and index < len(batch_size.plan)  # sizes vary: not timed
+            pooled = runner(batch)
             if views is not None:
                 pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
             if features is None:

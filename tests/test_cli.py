@@ -127,18 +127,25 @@ def test_extract_needs_no_labels(image_folder, tmp_path, layout):
         assert ("y" in saved.files) == (layout == "one class")
 
 
-def test_extract_compiled_equals_uncompiled(tmp_path):
+def test_extract_compiled_equals_uncompiled(tmp_path, monkeypatch):
+    import sktransfer._compile as compiling
+
+    compiles = []
+    real_compile = compiling.torch.compile
+    monkeypatch.setattr(compiling.torch, "compile",
+                        lambda *args, **kwargs: compiles.append(1) or real_compile(*args, **kwargs))
     data = tmp_path / "images.npz"
-    np.savez(data, X=np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8))
+    np.savez(data, X=np.random.default_rng(0).integers(0, 256, (8, 8, 8), dtype=np.uint8))
     features = {}
     for setting in ("off", "on"):
         out = tmp_path / f"{setting}.npz"
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # resnet18 compiles: no fallback warning
-            assert main(["extract", str(data), *NETWORK, "-o", str(out), "--compile",
-                         setting]) == 0
+            assert main(["extract", str(data), *NETWORK, "-o", str(out), "--batch-size", "4",
+                         "--compile", setting]) == 0
         with np.load(out) as saved:
             features[setting] = saved["features"]
+        assert len(compiles) == (setting == "on")
     np.testing.assert_allclose(features["on"], features["off"], rtol=1e-4, atol=1e-5)
 
 

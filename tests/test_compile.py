@@ -45,16 +45,21 @@ def extractor(**params):
                                batch_size=BATCH, device="cpu", progress=False, **params)
 
 
-def test_compiled_features_equal_eager_ones(images):
+def test_compiled_features_equal_eager_ones(images, monkeypatch):
     compiled = extractor(compile=True).fit(images)
     eager = extractor().fit(images)
     expected = eager.transform(images)
     np.testing.assert_allclose(compiled.transform(images), expected, rtol=1e-4, atol=1e-5)
     assert len(compiled_forms(compiled)) == 1  # one compile, the short batch padded to it
-    for n in (6, 3):  # a short job: padded, or so short that it runs eagerly
+    calls = []
+    real_call = compiling.CompiledForms.__call__
+    monkeypatch.setattr(compiling.CompiledForms, "__call__",
+                        lambda self, key, *args, **kwargs: calls.append(key[2][0])
+                        or real_call(self, key, *args, **kwargs))
+    for n in (6, 3):  # a short job: padded to 8, or so short that it runs eagerly
         np.testing.assert_allclose(compiled.transform(images[:n]), expected[:n], rtol=1e-4,
                                    atol=1e-5)
-    assert len(compiled_forms(compiled)) == 1
+    assert calls == [8] and len(compiled_forms(compiled)) == 1
     assert not forms(eager)
 
 
@@ -67,8 +72,10 @@ def test_a_module_that_cannot_compile_runs_eagerly_with_one_warning(images):
     blocks[1].append(DataDependent())
     model = CNNFeatureExtractor(blocks, image_size=SIZE, batch_size=BATCH, device="cpu",
                                 progress=False, compile=True).fit(images)
-    with pytest.warns(sktransfer.CompileWarning, match="runs uncompiled"):
+    with pytest.warns(sktransfer.CompileWarning, match="runs uncompiled") as record:
         first = model.transform(images)
+    assert len([w for w in record if w.category is sktransfer.CompileWarning]) == 1
+    assert record[0].filename == __file__  # points at the caller, not at sktransfer
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         second = model.transform(images)
@@ -135,11 +142,29 @@ def test_auto_compiles_only_when_the_rest_of_the_job_repays_it(images, monkeypat
     np.testing.assert_allclose(model.transform(many), expected, rtol=1e-4, atol=1e-5)
     assert len(compiled_forms(model)) == 1
     assert list(compiling.COMPILE_SECONDS.values())[0] > 0  # the measured compile time
-    # a job too short to time (4 batches) stays eager, unless already compiled: free
+    # a job too short to judge (3 batches) stays eager, unless already compiled: free
+    monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS", 1e6)
     small = extractor(compile="auto").fit(images)
     small.transform(images)
     assert not forms(small)
     np.testing.assert_allclose(model.transform(images), expected[:22], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_compiles_many_short_calls_once_their_time_would_have_paid(images, monkeypatch):
+    monkeypatch.setattr(compiling, "COMPILE_SECONDS", {})
+    model = extractor(compile="auto").fit(images)
+    monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS", 1e6)
+    for _ in range(3):
+        model.transform(images[:16])  # two batches: too short to judge alone
+    assert not forms(model)
+    spent = model._inference.compiled.add_eager_seconds(0.0)
+    assert spent > 0  # six eager batches counted
+    # a compile that the time spent eagerly would have paid for three times over
+    monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS",
+                        spent * (1 - 1 / compiling.EXPECTED_SPEEDUP) / 3)
+    expected = extractor().fit(images).transform(images[:16])
+    np.testing.assert_allclose(model.transform(images[:16]), expected, rtol=1e-4, atol=1e-5)
+    assert len(compiled_forms(model)) == 1  # the second batch ran compiled
 
 
 @pytest.mark.parametrize("device, per_image, remaining, batches, expected", [
@@ -172,6 +197,29 @@ def test_fine_tuned_predictions_equal_with_compile(images):
 def test_compile_is_validated(images):
     with pytest.raises(ValueError, match="compile"):
         extractor(compile="always").fit(images)
+    model = extractor(compile=np.True_).fit(images)  # numpy's bools are bools
+    model.transform(images[:8])
+    assert len(compiled_forms(model)) == 1
+
+
+def test_bf16_autocast_compiles_as_its_own_form(images):
+    from sktransfer._images import check_images
+    from sktransfer._inference import Inference, stream_features
+
+    model = extractor().fit(images)
+    prepared = model._inference
+    stream = check_images(model, images, reset=False)
+    options = dict(layers=[1, 2], pooling="avgmax", preprocessing=model.preprocessing_,
+                   batch_size=BATCH, progress=False)
+    eager = stream_features(Inference(prepared.blocks, prepared.device, "bf16"), stream,
+                            **options)
+    bf16 = Inference(prepared.blocks, prepared.device, "bf16", compile=True)
+    compiled = stream_features(bf16, stream, **options)
+    np.testing.assert_allclose(compiled, eager, rtol=0.05, atol=0.05)
+    (key,) = bf16.compiled._forms
+    assert key[-1] is True  # autocast on: not the fp32 form
+    fp32 = stream_features(prepared.with_compile(True), stream, **options)
+    assert np.abs(fp32 - compiled).max() > 0  # bf16 really ran in bf16
 
 
 def test_a_measured_batch_size_is_compiled_once_at_the_winner(monkeypatch):
