@@ -4,9 +4,10 @@ Both run the same network on the same 224 px uint8 images with the same batch si
 threads; the plain loop is what one writes by hand: model.eval(), inference_mode, fp32,
 NCHW. Prints throughput ratios (median of alternating rounds), the features' agreement,
 bf16's effect on a linear probe's accuracy, the measured "auto" batch size against
-fixed ones, and compile=True against eager: steady-state speed, the compile's time with
-a cold and a warm compile cache (each in a fresh process) and with the architecture
-already compiled in the process, and the break-even number of images.
+fixed ones, and compile=True against eager: steady-state speed with glibc's allocator
+as a process starts and tuned (sktransfer.tune_allocator), the compile's time with a cold
+and a warm compile cache (each in a fresh process) and with the architecture already
+compiled in the process, and the break-even number of images.
 
     python benchmarks/bench_extract.py [extract] [batch] [compile] [bf16]
 """
@@ -17,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -113,47 +113,70 @@ began = time.perf_counter(); compiled.transform(images); first = time.perf_count
 print(json.dumps(first - eager_seconds))
 """
 
+#: Run in a fresh process, with glibc's allocator as it starts or tuned: eager against
+#: compiled, alternating (median of 5 rounds), and the compile of a second network of
+#: the same architecture (less one compiled batch).
+STEADY_STATE = """
+import json, sys, time, numpy as np
+sys.path.insert(0, {here!r})
+from _common import race
+from sktransfer import CNNFeatureExtractor, tune_allocator
+if {tuned}:
+    assert tune_allocator()
+images = np.random.default_rng(0).integers(0, 256, ({n}, 224, 224, 3), dtype=np.uint8)
+def extractor(**params):
+    return CNNFeatureExtractor(device="cpu", progress=False, batch_size={batch}, **params
+                               ).fit(images[:1])
+eager, compiled = extractor(), extractor(compile=True)
+compiled.transform(images[:{batch}])  # compiles
+times = race({{"eager": lambda: eager.transform(images),
+               "compiled": lambda: compiled.transform(images)}}, rounds=5)
+reference = eager.transform(images)
+agreement = float(np.abs(compiled.transform(images) - reference).max() / np.abs(reference).max())
+again = extractor(compile=True)
+began = time.perf_counter(); again.transform(images[:{batch}]); again = time.perf_counter() - began
+per_image = {{name: seconds / {n} for name, seconds in times.items()}}
+print(json.dumps({{**per_image, "agreement": agreement,
+                  "same architecture": again - per_image["compiled"] * {batch}}}))
+"""
 
-def compile_seconds_in_fresh_process(cache_dir):
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
-    out = subprocess.run([sys.executable, "-c", FIRST_COMPILE.format(batch=BATCH)], env=env,
+
+def in_fresh_process(script, **env):
+    out = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, **env),
                          capture_output=True, text=True, check=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1]))
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def compile_rows(images):
-    """compile=True against eager (efficientnet_lite0, 224 px, batch 8)."""
+def compile_rows(n_images):
+    """compile=True against eager (efficientnet_lite0, 224 px, batch 8), each allocator
+    state in a fresh process; compile times cold and warm in fresh processes too."""
     with tempfile.TemporaryDirectory() as cache_dir:
-        cold = compile_seconds_in_fresh_process(cache_dir)
-        warm = compile_seconds_in_fresh_process(cache_dir)
-    eager = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH).fit(images[:1])
-    compiled = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH,
-                                   compile=True).fit(images[:1])
-    compiled.transform(images[:BATCH])  # compiles here (cache warm from the runs above)
-    again = CNNFeatureExtractor(device="cpu", progress=False, batch_size=BATCH,
-                                compile=True).fit(images[:1])
-    began = time.perf_counter()
-    again.transform(images[:BATCH])
-    same_architecture = time.perf_counter() - began  # less one compiled batch, below
-    agreement = float(np.abs(compiled.transform(images) - eager.transform(images)).max()
-                      / np.abs(eager.transform(images)).max())
-    times = race({"eager": lambda: eager.transform(images),
-                  "compiled": lambda: compiled.transform(images)}, rounds=5)
-    eager_per_image, compiled_per_image = (times[k] / len(images) for k in ("eager", "compiled"))
-    same_architecture -= compiled_per_image * BATCH
-    saved_per_image = eager_per_image - compiled_per_image
-    rows = [{"": "steady state img/s (eager, compiled)",
-             "value": f"{1 / eager_per_image:.1f}, {1 / compiled_per_image:.1f}"},
-            {"": "compiled / eager (goal >= 1.4)",
-             "value": f"{eager_per_image / compiled_per_image:.2f}x"},
-            {"": "max rel. diff of the features", "value": f"{agreement:.1e}"}]
-    for name, seconds in (("cold cache, fresh process", cold), ("warm cache, fresh process", warm),
-                          ("same architecture compiled before in the process",
-                           same_architecture)):
-        break_even = (f"{seconds / saved_per_image:,.0f} images" if saved_per_image > 0
-                      else "never")
-        rows.append({"": f"compile time: {name}",
-                     "value": f"{seconds:.1f} s (break-even: {break_even})"})
+        first = FIRST_COMPILE.format(batch=BATCH)
+        cold = in_fresh_process(first, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+        warm = in_fresh_process(first, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    here = os.path.dirname(os.path.abspath(__file__))
+    states = {state: in_fresh_process(STEADY_STATE.format(here=here, tuned=tuned, n=n_images,
+                                                          batch=BATCH))
+              for state, tuned in (("glibc default", False), ("tune_allocator()", True))}
+    rows = []
+    for state, result in states.items():
+        eager, compiled = result["eager"], result["compiled"]
+        saved = eager - compiled
+
+        def break_even(seconds):
+            return f"{seconds / saved:,.0f}" if saved > 0 else "never"
+
+        rows.append({
+            "allocator": state, "eager img/s": f"{1 / eager:.1f}",
+            "compiled img/s": f"{1 / compiled:.1f}",
+            "compiled / eager (goal >= 1.4)": f"{eager / compiled:.2f}x",
+            "max rel. diff": f"{result['agreement']:.1e}",
+            "compile s: cold, warm, same arch. (break-even images)":
+                f"{cold:.1f}, {warm:.1f}, {result['same architecture']:.1f} "
+                f"({break_even(cold)}, {break_even(warm)}, "
+                f"{break_even(result['same architecture'])})"})
+    tuned, default = (states[s]["eager"] for s in ("tune_allocator()", "glibc default"))
+    rows.append({"allocator": "eager: tuned / default", "eager img/s": f"{default / tuned:.2f}x"})
     return rows
 
 
@@ -176,7 +199,11 @@ def probe_accuracy():
 
 
 def main(sections):
-    print(machine())
+    from sktransfer import tune_allocator
+
+    # as sktransfer's commands run; without it, glibc raises its thresholds itself after
+    # the first large free, so a contender's speed would depend on what ran before it
+    print(machine(), "; allocator tuned:", tune_allocator())
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (N_IMAGES, 224, 224, 3), dtype=np.uint8)
     if "extract" in sections:
@@ -188,9 +215,10 @@ def main(sections):
                     "(median of 5 alternating rounds)",
                     batch_size_sweep(images), ["batch_size", "img/s", "x best fixed"])
     if "compile" in sections:
+        rows = compile_rows(N_IMAGES)
         print_table("compile=True against eager (efficientnet_lite0, 224 px, batch 8, "
-                    f"{N_IMAGES} images, median of 5 alternating rounds)",
-                    compile_rows(images), ["", "value"])
+                    f"{N_IMAGES} images, median of 5 alternating rounds; each allocator "
+                    "state in a fresh process)", rows, list(rows[0]))
     if "bf16" in sections:
         print_table("bf16 and a linear probe", probe_accuracy(),
                     ["precision", "linear probe accuracy (600 digits, 3-fold)"])

@@ -27,6 +27,7 @@ _PUBLIC = {
     "probe_layers": "_probe",
     "read_images": "_images",
     "save": "_persistence",
+    "tune_allocator": "_allocator",
     "write_report": "_report",
 }
 
