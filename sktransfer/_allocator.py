@@ -11,7 +11,6 @@ guides preload them) avoid the problem the same way.
 """
 
 import ctypes
-import ctypes.util
 import sys
 
 #: Blocks up to this size come from the heap, reused, not from fresh pages (glibc's
@@ -30,7 +29,8 @@ def tune_allocator():
 
     1.5x faster CPU inference in a fresh process (efficientnet_lite0, 224 px, 2-core
     AMD EPYC; benchmarks/). Process-wide and not undone: up to 256 MiB of freed memory
-    stays with the process for reuse. ``sktransfer`` commands call it; a library user
+    per malloc arena (one per thread that allocates, at most) stays with the process
+    for reuse. ``sktransfer`` commands call it; a library user
     can call it once at the start, or set ``MALLOC_MMAP_THRESHOLD_=33554432`` and
     ``MALLOC_TRIM_THRESHOLD_=268435456`` in the environment before Python starts.
 
@@ -42,9 +42,8 @@ def tune_allocator():
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs
+    except (OSError, AttributeError):  # no mallopt in this C library
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

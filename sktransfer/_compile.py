@@ -93,7 +93,7 @@ class CompiledForms:
         self._forms = {}
         self._failed = set()
         self._eager_lock = threading.Lock()  # not the compile's: eager streams go on meanwhile
-        self._eager_seconds = 0.0
+        self._eager_seconds = {}
 
     def has(self, key):
         """Whether ``key`` is compiled (or known not to compile) already."""
@@ -103,11 +103,14 @@ class CompiledForms:
         """Whether ``key`` failed to compile (and runs eagerly)."""
         return key in self._failed
 
-    def add_eager_seconds(self, seconds):
-        """Add time this network ran eagerly where it could have run compiled; the total."""
+    def add_eager_seconds(self, key, seconds):
+        """Add time that ``key`` ran eagerly where it could have run compiled."""
         with self._eager_lock:
-            self._eager_seconds += seconds
-            return self._eager_seconds
+            self._eager_seconds[key] = self._eager_seconds.get(key, 0.0) + seconds
+
+    def eager_seconds(self, key):
+        """Time that ``key`` has run eagerly where it could have run compiled."""
+        return self._eager_seconds.get(key, 0.0)
 
     def __call__(self, key, function, batch, *, timing_key=None):
         """``function(batch)``, compiled for ``key`` (compiling it on first use).
@@ -151,7 +154,7 @@ def _caller_outside_package():
     outside sktransfer and scikit-learn (whose wrappers run transform)."""
     import sklearn
 
-    packages = tuple(os.path.dirname(os.path.abspath(module.__file__))
+    packages = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
                      for module in (sys.modules[__package__], sklearn))
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(packages):

@@ -56,8 +56,8 @@ class BatchSizer:
 
     The rule's size ``r`` (:func:`inference_batch_size`) is a good guess, but the
     fastest size differs by CPU (batch 8 on one, 4 on another, at 224 px). A stream of
-    at least ``MEASURE_MIN_BATCHES`` batches (smaller ones keep the rule) times ``r/2``, ``r`` and ``2r`` on its
-    own first images (``MEASURE_ROUNDS`` times each, interleaved: the first run of a
+    at least ``MEASURE_MIN_BATCHES`` batches (smaller ones keep the rule) times ``r/2``,
+    ``r`` and ``2r`` on its own first images (``MEASURE_ROUNDS`` times each, interleaved: the first run of a
     shape builds its kernels and is not timed; the fastest other run counts), keeps
     the fastest per image for the rest of the stream and
     remembers it in ``MEASURED_BATCH_SIZES`` for later streams of the same setting.
@@ -83,6 +83,11 @@ class BatchSizer:
             self._pending += 1
             return self.plan[self._pending - 1]
         return self.winner() or self.default  # or still being measured
+
+    def release(self):
+        """Give up an unfinished measurement (the stream failed): the next stream measures."""
+        if MEASURED_BATCH_SIZES.get(self.key) is self:
+            MEASURED_BATCH_SIZES.pop(self.key, None)
 
     def winner(self):
         """The measured size, or None while it is being measured (here or elsewhere)."""
@@ -247,8 +252,11 @@ class BlockRunner:
         if self.inference.compile and size is not None and size / EXPECTED_SPEEDUP <= n <= size:
             self._key = (self.layers, self.pooling, (size, *batch.shape[1:]), batch.dtype,
                          torch.is_autocast_enabled(batch.device.type))
-            if self._auto and not self.compiling and compiled.has(self._key):
-                self.compiling = True  # compiled by an earlier stream: free
+            if self._auto and not self.compiling and (
+                compiled.has(self._key)  # compiled by an earlier stream: free
+                or repaid_already(compiled.eager_seconds(self._key), self._compile_cost())
+            ):
+                self.compiling = True
             if self.compiling and not compiled.failed(self._key):
                 return self._compiled(batch, size)[:n]
         return run_blocks(self.inference.blocks, batch, self.layers, self.pooling)
@@ -271,14 +279,17 @@ class BlockRunner:
             self.on_compile(False)
         return pooled
 
+    def _compile_cost(self):
+        return expected_compile_seconds((self._setting(), self._key))
+
     def record(self, n, seconds, *, timed=True):
         """``n`` images ran in ``seconds``; compile="auto" decides from these times."""
         self._done += n
         if not self._auto or self.compiling or not timed or self._key is None:
             return
-        spent = self.inference.compiled.add_eager_seconds(seconds)
-        cost = expected_compile_seconds((self._setting(), self._key))
-        if repaid_already(spent, cost):
+        self.inference.compiled.add_eager_seconds(self._key, seconds)
+        cost = self._compile_cost()
+        if repaid_already(self.inference.compiled.eager_seconds(self._key), cost):
             self.compiling = True
             return
         self._per_image.append(seconds / n)
@@ -408,22 +419,26 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
         runner = BlockRunner(inference, layers, pooling, n_images=len(images), setting=setting,
                              size=size,
                              on_compile=lambda now: bar.set_postfix_str("compiling" if now else ""))
-        for index, (start, batch) in enumerate(images.batches(batch_size, preprocessing)):
-            began = time.perf_counter()
-            batch = batch.to(device)
-            if views is not None:
-                batch = views(batch)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            measuring = measured and index < len(batch_size.plan)  # sizes vary: not timed
-            pooled = runner(batch)
-            if views is not None:
-                pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
-            if features is None:
-                features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
-            features[start:start + len(pooled)] = pooled.float().cpu().numpy()
-            seconds = time.perf_counter() - began  # the copy to numpy waited for the device
-            if measured:
-                batch_size.record(index, len(pooled), seconds)
-            runner.record(len(pooled), seconds, timed=not measuring)
-            bar.update(len(pooled))
+        try:
+            for index, (start, batch) in enumerate(images.batches(batch_size, preprocessing)):
+                began = time.perf_counter()
+                batch = batch.to(device)
+                if views is not None:
+                    batch = views(batch)
+                batch = batch.contiguous(memory_format=torch.channels_last)
+                measuring = measured and index < len(batch_size.plan)  # sizes vary: not timed
+                pooled = runner(batch)
+                if views is not None:
+                    pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
+                if features is None:
+                    features = np.empty((len(images), pooled.shape[1]), dtype=np.float32)
+                features[start:start + len(pooled)] = pooled.float().cpu().numpy()
+                seconds = time.perf_counter() - began  # the copy to numpy waited for the device
+                if measured:
+                    batch_size.record(index, len(pooled), seconds)
+                runner.record(len(pooled), seconds, timed=not measuring)
+                bar.update(len(pooled))
+        finally:
+            if measured:  # a stream that failed mid-measurement leaves it to the next
+                batch_size.release()
     return features

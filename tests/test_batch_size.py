@@ -59,3 +59,16 @@ def test_one_stream_measures_while_others_use_the_rule(measured):
     for index, size in enumerate(first.next_size() for _ in first.plan):
         first.record(index, size, seconds=size * (0.5 if size == 64 else 1.0))
     assert measured["setting"] == 64 and second.next_size() == 64
+
+
+def test_a_stream_that_fails_while_measuring_leaves_the_measurement_to_the_next(measured):
+    X = np.random.default_rng(0).integers(0, 256, (800, 16, 16, 3), dtype=np.uint8)
+    extractor = CNNFeatureExtractor(counting_cnn(), image_size=112, device="cpu",
+                                    progress=False).fit(X)
+    bad = X.astype(object)
+    bad[5] = "not an image"  # decoding fails on the first batches, while measuring
+    with pytest.raises((ValueError, TypeError)):
+        extractor.transform(list(bad))
+    assert not measured  # no stale claim: the next large stream measures
+    extractor.transform(X)
+    assert isinstance(next(iter(measured.values())), int)

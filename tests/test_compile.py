@@ -74,8 +74,8 @@ def test_a_module_that_cannot_compile_runs_eagerly_with_one_warning(images):
                                 progress=False, compile=True).fit(images)
     with pytest.warns(sktransfer.CompileWarning, match="runs uncompiled") as record:
         first = model.transform(images)
-    assert len([w for w in record if w.category is sktransfer.CompileWarning]) == 1
-    assert record[0].filename == __file__  # points at the caller, not at sktransfer
+    (warning,) = [w for w in record if w.category is sktransfer.CompileWarning]
+    assert warning.filename == __file__  # points at the caller, not at sktransfer
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         second = model.transform(images)
@@ -157,7 +157,7 @@ def test_auto_compiles_many_short_calls_once_their_time_would_have_paid(images, 
     for _ in range(3):
         model.transform(images[:16])  # two batches: too short to judge alone
     assert not forms(model)
-    spent = model._inference.compiled.add_eager_seconds(0.0)
+    (spent,) = model._inference.compiled._eager_seconds.values()  # one batch shape
     assert spent > 0  # six eager batches counted
     # a compile that the time spent eagerly would have paid for three times over
     monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS",
@@ -165,6 +165,19 @@ def test_auto_compiles_many_short_calls_once_their_time_would_have_paid(images, 
     expected = extractor().fit(images).transform(images[:16])
     np.testing.assert_allclose(model.transform(images[:16]), expected, rtol=1e-4, atol=1e-5)
     assert len(compiled_forms(model)) == 1  # the second batch ran compiled
+    # the time spent belongs to that batch shape: another one starts from nothing
+    model.set_params(batch_size=4).transform(images[:8])
+    assert len(compiled_forms(model)) == 1
+
+
+def test_auto_compiles_one_batch_calls_too(images, monkeypatch):
+    monkeypatch.setattr(compiling, "COMPILE_SECONDS", {})
+    monkeypatch.setattr(compiling, "EXPECTED_COMPILE_SECONDS", 0.0)
+    model = extractor(compile="auto").fit(images)
+    model.transform(images[:8])  # one batch, eager: its time is what pays
+    assert not forms(model)
+    model.transform(images[:8])
+    assert len(compiled_forms(model)) == 1
 
 
 @pytest.mark.parametrize("device, per_image, remaining, batches, expected", [
