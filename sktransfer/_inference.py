@@ -57,10 +57,10 @@ class BatchSizer:
     The rule's size ``r`` (:func:`inference_batch_size`) is a good guess, but the
     fastest size differs by CPU (batch 8 on one, 4 on another, at 224 px). A stream of
     at least ``MEASURE_MIN_BATCHES`` batches (smaller ones keep the rule) times ``r/2``,
-    ``r`` and ``2r`` on its own first images (``MEASURE_ROUNDS`` times each, interleaved: the first run of a
-    shape builds its kernels and is not timed; the fastest other run counts), keeps
-    the fastest per image for the rest of the stream and
-    remembers it in ``MEASURED_BATCH_SIZES`` for later streams of the same setting.
+    ``r`` and ``2r`` on its own first images (``MEASURE_ROUNDS`` times each, interleaved:
+    the first run of a shape builds its kernels and is not timed; the fastest other run
+    counts), keeps the fastest per image for the rest of the stream and remembers it in
+    ``MEASURED_BATCH_SIZES`` for later streams of the same setting.
     The measured batches are real work: only their slower sizes cost anything.
     """
 
@@ -282,16 +282,16 @@ class BlockRunner:
     def _compile_cost(self):
         return expected_compile_seconds((self._setting(), self._key))
 
-    def record(self, n, seconds, *, timed=True):
-        """``n`` images ran in ``seconds``; compile="auto" decides from these times."""
+    def record(self, n, seconds):
+        """``n`` images ran in ``seconds``; compile="auto" decides from these times.
+
+        Only batches that could have run compiled count (``_key`` is set): not those of
+        a batch-size measurement, whose size is not known yet.
+        """
         self._done += n
-        if not self._auto or self.compiling or not timed or self._key is None:
+        if not self._auto or self.compiling or self._key is None:
             return
-        self.inference.compiled.add_eager_seconds(self._key, seconds)
-        cost = self._compile_cost()
-        if repaid_already(self.inference.compiled.eager_seconds(self._key), cost):
-            self.compiling = True
-            return
+        self.inference.compiled.add_eager_seconds(self._key, seconds)  # read in __call__
         self._per_image.append(seconds / n)
         if self._judged or len(self._per_image) <= self.AUTO_TIMED_BATCHES:
             return
@@ -300,7 +300,7 @@ class BlockRunner:
         self.compiling = worth_compiling(
             self.inference.device, per_image_seconds=min(self._per_image[1:]),
             remaining_images=remaining, remaining_batches=remaining // n,
-            compile_seconds=cost)
+            compile_seconds=self._compile_cost())
 
 
 def pooled_width(shape):
@@ -386,7 +386,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     ``inference`` comes from :func:`prepare_inference`: it is only read, so threads
     may share it. With ``views`` (:class:`TTAViews`), each image's row is the mean
     of its views' rows, computed in one pass of ``len(views)`` times the batch.
-    ``batch_size="auto"`` measures the fastest size on large streams (:class:`BatchSizer`).
+    ``batch_size="auto"`` measures the fastest size on large streams (:class:`BatchSizer`);
+    ``inference.compile`` runs the batches compiled where it pays (:class:`BlockRunner`).
 
     Returns
     -------
@@ -426,7 +427,6 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
                 if views is not None:
                     batch = views(batch)
                 batch = batch.contiguous(memory_format=torch.channels_last)
-                measuring = measured and index < len(batch_size.plan)  # sizes vary: not timed
                 pooled = runner(batch)
                 if views is not None:
                     pooled = pooled.float().unflatten(0, (len(views), -1)).mean(0)
@@ -436,7 +436,7 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
                 seconds = time.perf_counter() - began  # the copy to numpy waited for the device
                 if measured:
                     batch_size.record(index, len(pooled), seconds)
-                runner.record(len(pooled), seconds, timed=not measuring)
+                runner.record(len(pooled), seconds)
                 bar.update(len(pooled))
         finally:
             if measured:  # a stream that failed mid-measurement leaves it to the next
