@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._blocks import split_blocks
-from ._device import network_errors
+from ._device import image_size_errors, seeded
 from ._preprocessing import Preprocessing
 from ._weights import (
     download_torchvision_state_dict,
@@ -107,7 +107,7 @@ class Backbone:
         was_training = self.blocks.training
         self.blocks.eval()
         try:
-            with torch.inference_mode(), network_errors(input_size=(height, width), batch_size=1):
+            with torch.inference_mode(), image_size_errors((height, width)):
                 for index, (name, block) in enumerate(zip(self.block_names, self.blocks)):
                     x = block(x)
                     infos.append(BlockInfo(index, name, *_channels_and_reduction(x, height, width)))
@@ -216,8 +216,7 @@ def resolve_backbone(backbone, weights="imagenet", *, seed=0):
     -------
     Backbone
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, torch.device("cpu")):
         if isinstance(backbone, nn.Module):
             return _from_module(backbone, weights)
         if not isinstance(backbone, str):

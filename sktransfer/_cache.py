@@ -24,7 +24,7 @@ def check_cache_folder(memory):
     Path or None
         The cache's folder; None when nothing is cached.
     """
-    location = memory if isinstance(memory, (str, os.PathLike)) else check_memory(memory).location
+    location = _location(memory)
     if location is None:
         return None
     folder = Path(location)
@@ -65,7 +65,7 @@ def cached_rows(images, compute, *, memory, setting):
     -------
     ndarray with one row per image
     """
-    location = check_memory(memory).location
+    location = _location(memory)
     if location is None:
         return compute(images)
     folder = Path(location) / "sktransfer" / joblib.hash(setting)
@@ -78,6 +78,13 @@ def cached_rows(images, compute, *, memory, setting):
             _write(folder, keys[index], row)
             rows[index] = row
     return np.stack(rows)
+
+
+def _location(memory):
+    """The folder a ``memory`` parameter names (a path, or a joblib.Memory's), or None."""
+    if isinstance(memory, (str, os.PathLike)):
+        return os.fspath(memory)
+    return check_memory(memory).location
 
 
 def _path(folder, key):

@@ -106,18 +106,46 @@ def autocast(device, precision):
 
 
 @contextmanager
-def network_errors(*, input_size, batch_size):
-    """Turn torch's failures on an image batch into errors that name the fix."""
+def out_of_memory_errors(*, input_size, batch_size):
+    """Turn running out of memory on a batch of images into an error that names the fix.
+
+    Only this one failure is translated: any other error keeps its type and traceback.
+    """
     try:
         yield
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as error:
         raise MemoryError(
             f"Out of memory on a batch of {batch_size} images of {input_size}. "
             "Use a smaller batch_size or image_size."
-        ) from None
+        ) from error
+
+
+@contextmanager
+def image_size_errors(input_size):
+    """Around a forward pass of a blank image at fit: torch's failure there means the
+    network cannot take images of ``input_size``, so it is named as such."""
+    try:
+        yield
     except RuntimeError as error:
         message = str(error).splitlines()[0]
         raise ValueError(
             f"The backbone cannot process images of size {input_size[0]}x{input_size[1]}: "
             f"{message}. Use a larger image_size, or a backbone suited to these images."
-        ) from None
+        ) from error
+
+
+@contextmanager
+def seeded(seed, device):
+    """Torch's random generators of the CPU and of ``device`` seeded with ``seed``, and
+    restored afterwards; the generators of other devices are not touched."""
+    accelerated = device.type in ("cuda", "mps")
+    index = (device.index or 0) if accelerated else None
+    with torch.random.fork_rng(devices=[index] if accelerated else [],
+                               device_type=device.type if accelerated else "cuda"):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        elif device.type == "mps":
+            torch.mps.manual_seed(seed)
+        yield

@@ -14,7 +14,7 @@ from ._base import (
     feature_names,
     with_parameter_docs,
 )
-from ._device import network_errors
+from ._device import image_size_errors
 from ._inference import POOLINGS, run_blocks, stream_features
 from ._preprocessing import Preprocessing
 
@@ -172,9 +172,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         blank = torch.zeros(1, self.preprocessing_.channels, *self.preprocessing_.input_size)
         names = []
         self.backbone_.blocks.eval()
-        with torch.inference_mode(), network_errors(
-            input_size=self.preprocessing_.input_size, batch_size=1
-        ):
+        with torch.inference_mode(), image_size_errors(self.preprocessing_.input_size):
             for index in self.layers_:
                 width = run_blocks(self.backbone_.blocks, blank, [index], self.pooling).shape[1]
                 names += feature_names(self.backbone_.block_names[index], width, self.pooling)

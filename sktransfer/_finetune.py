@@ -320,8 +320,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         if self._multilabel:  # label sets do not stratify: a random split
             return super()._validation_split(y, seed)
         n_valid = int(np.ceil(self.validation_fraction * len(y)))
-        n_classes = len(np.unique(y))
-        if n_valid < n_classes or len(y) - n_valid < n_classes or np.bincount(y).min() < 2:
+        counts = np.unique(y, return_counts=True)[1]  # classes this batch has (partial_fit)
+        n_classes = len(counts)
+        if n_valid < n_classes or len(y) - n_valid < n_classes or counts.min() < 2:
             raise ValueError(
                 f"early_stopping holds out validation_fraction={self.validation_fraction} of "
                 f"{len(y)} samples ({n_valid}), which cannot hold every one of the "

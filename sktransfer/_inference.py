@@ -22,7 +22,7 @@ from ._compile import (
     repaid_already,
     worth_compiling,
 )
-from ._device import autocast, network_errors, resolve_precision
+from ._device import autocast, image_size_errors, out_of_memory_errors, resolve_precision
 
 POOLINGS = ("avg", "max", "avgmax")
 
@@ -317,8 +317,7 @@ def block_output_shapes(blocks, preprocessing):
     shapes = []
     was_training = blocks.training
     blocks.eval()
-    with torch.inference_mode(), network_errors(input_size=preprocessing.input_size,
-                                                batch_size=1):
+    with torch.inference_mode(), image_size_errors(preprocessing.input_size):
         for block in blocks:
             x = block(x)
             shapes.append(tuple(x.shape[1:]))
@@ -406,7 +405,7 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     typical = batch_size.default if measured else batch_size
     n_batches = -(-len(images) // typical)
     features = None
-    with torch.inference_mode(), autocast(device, precision), network_errors(
+    with torch.inference_mode(), autocast(device, precision), out_of_memory_errors(
         input_size=preprocessing.input_size, batch_size=typical
     ), tqdm(total=len(images), unit="img", desc="extracting features",
             disable=show_progress(progress, n_batches)) as bar:

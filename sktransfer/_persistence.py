@@ -17,15 +17,25 @@ from ._io import read_tensors, write_tensors
 
 #: scikit-learn estimators a safe file may hold: fitted state of plain arrays and numbers.
 SAFE_SKLEARN_CLASSES = {
+    "sklearn.compose.TransformedTargetRegressor",
     "sklearn.decomposition.PCA",
+    "sklearn.linear_model.LinearRegression",
     "sklearn.linear_model.LogisticRegression",
+    "sklearn.linear_model.Ridge",
+    "sklearn.linear_model.RidgeCV",
     "sklearn.linear_model.RidgeClassifier",
     "sklearn.linear_model.SGDClassifier",
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.multioutput.MultiOutputRegressor",
+    "sklearn.preprocessing.LabelBinarizer",
+    "sklearn.preprocessing.MaxAbsScaler",
     "sklearn.preprocessing.MinMaxScaler",
     "sklearn.preprocessing.Normalizer",
     "sklearn.preprocessing.StandardScaler",
     "sklearn.svm.LinearSVC",
+    "sklearn.svm.LinearSVR",
     "sklearn.svm.SVC",
+    "sklearn.svm.SVR",
 }
 SKTRANSFER_CLASSES = ("CNNFeatureExtractor", "FineTuneClassifier", "FineTuneClassifierCV",
                       "FineTuneRegressor", "HOGFeatures", "PixelFeatures")
@@ -62,8 +72,22 @@ def save(model, path):
     write_tensors(path, tensors, description)
 
 
+#: Parameters that name places the program writes to: a file does not choose them.
+WRITE_LOCATIONS = ("memory", "checkpoint")
+
+
 def load(path):
     """Load a model written by :func:`save`; nothing is unpickled, no code runs.
+
+    A file never chooses where the program writes: the loaded estimators have
+    ``memory=None`` and ``checkpoint=None`` whatever the saved ones had. Pass them
+    again if you want them, e.g. ``model.set_params(memory="cache/")`` (or
+    ``set_params(<step>__memory=...)`` on a Pipeline).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save`.
 
     Returns
     -------
@@ -91,6 +115,16 @@ def _describe(model, prefix, tensors):
         if hasattr(model, "n_features_in_"):
             description["n_features_in_"] = int(model.n_features_in_)
         return {"class": type(model).__name__, "params": _json_params(model), **description}
+    own = {}  # tensor names relative to the estimator, as _rebuild sees them
+    description = _describe_sklearn(model, "", own, fitted=True)
+    tensors.update({prefix + name: tensor for name, tensor in own.items()})
+    return description
+
+
+def _describe_sklearn(model, prefix, tensors, *, fitted):
+    """An allow-listed scikit-learn estimator: its parameters and, if ``fitted``, state."""
+    from sklearn.utils.validation import check_is_fitted
+
     name = _public_name(type(model))
     if name not in SAFE_SKLEARN_CLASSES:
         raise TypeError(
@@ -98,12 +132,16 @@ def _describe(model, prefix, tensors):
             f"estimators, Pipelines and {', '.join(sorted(n.rsplit('.', 1)[1] for n in SAFE_SKLEARN_CLASSES))}. "
             "Use joblib.dump for other models, and load such files from trusted sources only."
         )
-    check_is_fitted(model)
-    own = {}  # tensor names relative to the estimator, as _rebuild sees them
-    fitted = {key: _encode(value, key, own, key)
-              for key, value in vars(model).items() if key not in model.get_params()}
-    tensors.update({prefix + name: tensor for name, tensor in own.items()})
-    return {"class": name, "params": _json_params(model), "fitted": fitted}
+    params = model.get_params(deep=False)
+    description = {"class": name, "params": {
+        key: _encode(value, f"{prefix}params.{key}", tensors, key)
+        for key, value in params.items()}}
+    if fitted:
+        check_is_fitted(model)
+        description["fitted"] = {
+            key: _encode(value, f"{prefix}{key}", tensors, key)
+            for key, value in vars(model).items() if key not in params}
+    return description
 
 
 def _rebuild(description, tensors, path):
@@ -128,9 +166,9 @@ def _rebuild(description, tensors, path):
 
         module, name = kind.rsplit(".", 1)
         model = getattr(importlib.import_module(module), name)(
-            **_params_from_json(description["params"]))
-        for key, value in description["fitted"].items():
-            setattr(model, key, _decode(value, tensors))
+            **{key: _decode(value, tensors, path) for key, value in description["params"].items()})
+        for key, value in description.get("fitted", {}).items():
+            setattr(model, key, _decode(value, tensors, path))
         return model
     raise ValueError(f"'{path}' holds an unknown estimator {kind!r}; it was not written by "
                      "this version of sktransfer.save.")
@@ -148,9 +186,14 @@ def _public_name(cls):
 
 
 def _encode(value, key, tensors, attribute):
-    """Plain JSON, or a reference to a tensor for numeric arrays; refuse anything else."""
+    """Plain JSON, a reference to a tensor for numeric arrays, or an allow-listed
+    estimator's description; refuse anything else."""
     import torch
+    from sklearn.base import BaseEstimator
 
+    if isinstance(value, BaseEstimator):
+        fitted = attribute.endswith("_")  # estimators_, regressor_: else a parameter
+        return {"estimator": _describe_sklearn(value, f"{key}.", tensors, fitted=fitted)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic):
@@ -164,17 +207,22 @@ def _encode(value, key, tensors, attribute):
     if isinstance(value, (list, tuple)):
         items = [_encode(item, f"{key}.{i}", tensors, attribute) for i, item in enumerate(value)]
         return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):  # class_weight: keys may be numbers
+        return {"dict": [[_encode(k, key, tensors, attribute), _encode(v, key, tensors, attribute)]
+                         for k, v in value.items()]}
     raise TypeError(
         f"The fitted attribute {attribute} ({type(value).__name__}) cannot be stored in a "
         "safe file. Use joblib.dump for this model, and load it from trusted sources only."
     )
 
 
-def _decode(value, tensors):
+def _decode(value, tensors, path):
     if isinstance(value, list):
-        return [_decode(item, tensors) for item in value]
+        return [_decode(item, tensors, path) for item in value]
     if not isinstance(value, dict):
         return value
+    if "estimator" in value:
+        return _rebuild(value["estimator"], tensors, path)
     if "tensor" in value:
         return tensors[value["tensor"]].numpy()
     if "scalar" in value:
@@ -182,7 +230,9 @@ def _decode(value, tensors):
     if "array" in value:
         return np.asarray(value["array"], dtype=np.dtype(value["dtype"]))
     if "tuple" in value:
-        return tuple(_decode(item, tensors) for item in value["tuple"])
+        return tuple(_decode(item, tensors, path) for item in value["tuple"])
+    if "dict" in value:
+        return {_decode(k, tensors, path): _decode(v, tensors, path) for k, v in value["dict"]}
     raise ValueError(f"Unknown entry {sorted(value)} in a model file.")
 
 
@@ -207,6 +257,7 @@ def _json_params(model):
 
 def _params_from_json(params):
     params = dict(params)
+    params.update({name: None for name in WRITE_LOCATIONS if name in params})
     if isinstance(params.get("class_weight"), dict) and "__pairs__" in params["class_weight"]:
         params["class_weight"] = {k: v for k, v in params["class_weight"]["__pairs__"]}
     for name in ("image_size", "image_shape"):

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import resolve_backbone, weights_digest
 from ._base import NetworkEstimator
-from ._device import network_errors, resolve_precision
+from ._device import out_of_memory_errors, resolve_precision, seeded
 from ._images import check_images
 from ._inference import (
     Inference,
@@ -236,8 +236,7 @@ class FineTuneBase(NetworkEstimator):
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
         precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             if not warm:
                 self._build_network(resolve_backbone(self.backbone, self.weights))
                 self._resume_from_checkpoint()
@@ -250,8 +249,8 @@ class FineTuneBase(NetworkEstimator):
             train, valid = self._training_sets(images, y, seed, model, device, precision,
                                                sample_weight)
             auto = self.lr == "auto"
-            with network_errors(input_size=self.preprocessing_.input_size,
-                                batch_size=self.batch_size):
+            with out_of_memory_errors(input_size=self.preprocessing_.input_size,
+                                      batch_size=self.batch_size):
                 if warm:
                     net = self.net_.set_params(verbose=self.verbose, precision=precision)
                 else:

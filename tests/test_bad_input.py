@@ -134,7 +134,7 @@ PARAMETERS = [  # id, estimator factory, params, error, message
     ("image_size type", extractor, {"image_size": "big"}, ValueError, "image_size"),
     ("image_size zero", extractor, {"image_size": (0, 8)}, ValueError, "positive"),
     ("image_shape", extractor, {"image_shape": (8, -8)}, ValueError, "image_shape"),
-    ("image_shape channels", classifier, {"image_shape": (4, 4, 5)}, ValueError, "5 channels"),
+    ("image_shape channels", classifier, {"image_shape": (6, 4, 5)}, ValueError, "neither 1, 3 nor 4 channels"),
     ("batch_size zero", extractor, {"batch_size": 0}, ValueError, "batch_size"),
     ("device unknown", extractor, {"device": "tpu"}, ValueError, "device='tpu'"),
     ("device without CUDA", extractor, {"device": no_cuda}, ValueError, "CUDA"),
