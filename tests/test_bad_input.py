@@ -191,3 +191,35 @@ def test_memory_that_is_a_file_is_refused_before_any_work(tmp_path, make_estimat
     with pytest.raises(ValueError, match="Cannot create the cache folder") as info:
         _fit(make_estimator(memory=str(a_file / "inside")), good_images())
     _assert_clear(info)
+
+
+def _channel_first_rows(t):
+    from .test_reliability_round3 import photo_crops
+
+    crops = photo_crops(n=12)
+    return crops.transpose(0, 3, 1, 2).reshape(12, -1)
+
+
+TRAPS = [  # id, X from tmp_path, what the warning must name (the way to say it)
+    ("rows not square", lambda t: good_images().reshape(12, -1)[:, :150], r"image_shape=\(H, W, C\)"),
+    ("channel-first rows", _channel_first_rows, r"image_shape=\(3, 16, 16\)"),
+    ("float pixels 0-255", lambda t: good_images().astype(np.float32), "divide X by 255"),
+]
+
+
+@pytest.mark.parametrize("make_estimator", [extractor, classifier], ids=["extractor", "classifier"])
+@pytest.mark.parametrize("name, make_X, message", TRAPS, ids=[c[0] for c in TRAPS])
+def test_ambiguous_input_warns_with_the_way_to_say_it(tmp_path, make_estimator, name, make_X, message):
+    with pytest.warns(UserWarning, match=message):
+        _fit(make_estimator(), make_X(tmp_path))
+
+
+def test_a_pickle_given_to_load_is_named(tmp_path):
+    import joblib
+
+    import sktransfer
+
+    joblib.dump({"a": 1}, tmp_path / "model.joblib")
+    with pytest.raises(ValueError, match="pickle") as info:
+        sktransfer.load(tmp_path / "model.joblib")
+    _assert_clear(info)
