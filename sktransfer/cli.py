@@ -5,9 +5,11 @@ answers at once.
 """
 
 import argparse
+import difflib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 DATA_HELP = ("a folder with one sub-folder of images per class, an .npz file with arrays "
@@ -16,6 +18,12 @@ DATA_HELP = ("a folder with one sub-folder of images per class, an .npz file wit
 ON_ERROR_HELP = ("what to do with image files that cannot be read: 'raise' lists them all "
                  "and stops before any work; 'skip' leaves them out with a warning "
                  "(default: %(default)s)")
+TASK_CHOICES = ["auto", "classification", "multilabel", "regression"]
+DEBUG_HELP = "show the full traceback of any error, and warnings with their source"
+#: Errors that bad input raises: one line names the fix. Anything else is a bug and
+#: keeps its traceback. (NotFittedError is a ValueError; WeightsUnavailableError a
+#: FileNotFoundError.)
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, MemoryError)
 
 
 def main(argv=None):
@@ -28,21 +36,60 @@ def main(argv=None):
     from ._allocator import tune_allocator
 
     tune_allocator()  # this process is ours: 1.5x faster CPU inference (see the module)
+    formatwarning = warnings.formatwarning
+    if not args.debug:  # a warning is one line for the user, not a line of our source
+        warnings.formatwarning = _one_line_warning(args.command)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, MemoryError) as error:
+    except USAGE_ERRORS as error:
+        if args.debug:
+            raise
         print(f"sktransfer {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sktransfer {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 
+def _one_line_warning(command):
+    def formatwarning(message, category, filename, lineno, line=None):
+        return f"sktransfer {command}: warning: {message}\n"
+
+    return formatwarning
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose error for a misspelt option guesses what was meant."""
+
+    #: The command parsers by name (set on the top-level parser).
+    commands = {}
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.commands.get(getattr(namespace, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}"
+                          f"{command.did_you_mean(extras)}")
+        return namespace
+
+    def did_you_mean(self, extras):
+        options = [option for action in self._actions for option in action.option_strings]
+        for extra in extras:
+            if extra.startswith("-"):
+                close = difflib.get_close_matches(extra.split("=")[0], options, n=1)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sktransfer",
         description="Transfer learning with pretrained CNNs, from scikit-learn.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     compare = commands.add_parser(
@@ -75,8 +122,7 @@ def _parser():
                          help="folds of each training part that choose the layer and the "
                               "depth of the 'chosen by inner CV' rows (default: 3; --quick: "
                               "2); 0 leaves those rows out, the fastest study")
-    compare.add_argument("--task", choices=["auto", "classification", "multilabel",
-                                            "regression"],
+    compare.add_argument("--task", choices=TASK_CHOICES,
                          help="what y is (default: auto: float targets are regression, a 2-D "
                               "0/1 indicator multi-label, other labels classes); regression "
                               "for integer counts")
@@ -126,6 +172,12 @@ def _parser():
                           help="bottom blocks kept frozen: 0 fine-tunes all, 'all' trains "
                                "only the new head, -k leaves the top k trainable "
                                "(default: %(default)s)")
+    finetune.add_argument("--task", choices=TASK_CHOICES, default="auto",
+                          help="what y is: a FineTuneClassifier learns classes or tags "
+                               "(multilabel: a 0/1 column per tag), a FineTuneRegressor "
+                               "quantities (default: auto: float targets are regression, "
+                               "several 0/1 columns multi-label, other labels classes); "
+                               "regression for integer counts")
     finetune.add_argument("--max-epochs", type=_positive_int, default=20,
                           help="most epochs; early stopping may end sooner "
                                "(default: %(default)s)")
@@ -145,12 +197,19 @@ def _parser():
     finetune.set_defaults(run=_finetune)
 
     predict = commands.add_parser(
-        "predict", help="predict with a saved model; writes a CSV of path, label, probability")
+        "predict", help="predict with a saved model; writes a CSV of path and prediction",
+        description="Predict with a saved model and write a CSV: path and prediction (a "
+                    "class or a number), or path and one 0/1 column per tag for a "
+                    "multi-label model.")
     predict.add_argument("model", help="a model file written by 'sktransfer finetune' or "
                                        "sktransfer.save (a fitted Pipeline too)")
-    predict.add_argument("data", help="an image, a folder of images (searched recursively) "
-                                      "or an .npz with X")
+    predict.add_argument("data", help="an image, a folder of images (searched recursively), "
+                                      "a .csv whose first column is image paths (other "
+                                      "columns are ignored), or an .npz with X")
     predict.add_argument("-o", "--output", help="CSV file written (default: standard output)")
+    predict.add_argument("--proba", action="store_true",
+                         help="add each class's (or tag's) probability, one column each "
+                              "named probability_<class>")
     predict.add_argument("--trust-pickle", action="store_true",
                          help="also read pickle/joblib model files. Loading a pickle runs "
                               "code stored in it: only for files from a source you trust")
@@ -182,6 +241,10 @@ def _parser():
     backbones.add_argument("--image-size", type=_positive_int,
                            help="input size for the strides shown (default: the weights' own)")
     backbones.set_defaults(run=_backbones)
+    for command in commands.choices.values():  # also after the command: --debug is typed last
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
+    parser.commands = commands.choices
     return parser
 
 
@@ -339,7 +402,7 @@ def _compare(args):
         f"{plan.n_splits}-fold {'stratified ' if task.stratified else ''}cross-validation; "
         f"backbone{'s' if len(plan.backbones) > 1 else ''} {', '.join(map(str, plan.backbones))} "
         f"(image size {plan.image_size or 'from its weights'}), fine-tuning for at most "
-        f"{plan.max_epochs} epochs with early stopping; "
+        f"{plan.max_epochs} epochs, {_early_stopping_rule(task)}; "
         f"{'quick' if args.quick else 'full'} preset, random_state {plan.random_state}.")
     print(description, file=sys.stderr)
     start = time.perf_counter()
@@ -348,6 +411,13 @@ def _compare(args):
     print(format_table(results))
     print(f"\n{time.perf_counter() - start:.0f} s; wrote " +
           ", ".join(str(path) for path in files.values()))
+
+
+def _early_stopping_rule(task):
+    """When the study stops fine-tuning early (sktransfer._compare._early_stopping)."""
+    if task.stratified:
+        return "stopping early where every class has at least 3 training images"
+    return "stopping early where the training part has at least 20 images"
 
 
 def _extract(args):
@@ -374,16 +444,27 @@ def _extract(args):
 
 def _finetune(args):
     from ._finetune import FineTuneClassifier
+    from ._finetune_regressor import FineTuneRegressor
     from ._persistence import save
+    from ._tasks import task_of
     from .datasets import load_data
 
     output = _writable_file(args.output)
     X, y = load_data(args.data, on_error=args.on_error)
-    model = FineTuneClassifier(**_network_params(args), freeze=args.freeze,
-                               max_epochs=args.max_epochs, lr=args.lr,
-                               batch_size=args.batch_size, augment=args.augment,
-                               class_weight=args.class_weight,
-                               random_state=args.random_state, verbose=1)
+    task = task_of(y, args.task)
+    print(f"fine-tuning on {len(y)} images of {task.describe(y)}"
+          f"{' (read off the targets; --task overrides)' if args.task == 'auto' else ''}",
+          file=sys.stderr)
+    params = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
+                  lr=args.lr, batch_size=args.batch_size, augment=args.augment,
+                  random_state=args.random_state, verbose=1)
+    if task.name == "regression":
+        if args.class_weight:
+            raise ValueError("--class-weight weights classes; a regression target has none. "
+                             "Leave it out, or use --task classification.")
+        model = FineTuneRegressor(**params)
+    else:
+        model = FineTuneClassifier(**params, class_weight=args.class_weight)
     model.fit(X, y)
     save(model, output)
     print(f"best epoch {model.best_epoch_} of {len(model.history_)}; model written to "
@@ -398,17 +479,36 @@ def _predict(args):
     model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
     if not hasattr(model, "predict"):
         raise ValueError(f"'{args.model}' does not hold a model with predict.")
+    if args.proba and not hasattr(model, "predict_proba"):
+        raise ValueError(f"--proba needs a classifier; '{args.model}' holds a model without "
+                         "predict_proba (a regressor?). Leave --proba out.")
     output = _writable_file(args.output) if args.output else None
     X, names = list_images(args.data, on_error=args.on_error)
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(X)
-        labels, confidence = model.classes_[proba.argmax(1)], [f"{p:.4f}" for p in proba.max(1)]
-    else:
-        labels, confidence = model.predict(X), [""] * len(names)
+    header, columns = _predictions(model, X, proba=args.proba)
     with (open(output, "w", newline="") if output else _stdout()) as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["path", "label", "probability"])
-        writer.writerows(zip(names, labels, confidence))
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["path", *header])
+        writer.writerows(zip(names, *columns))
+
+
+def _predictions(model, X, *, proba):
+    """Column names and columns: the prediction, or one 0/1 column per tag; probabilities."""
+    import numpy as np
+    from sklearn.base import is_classifier
+
+    predicted = np.asarray(model.predict(X))
+    classes = [str(c) for c in getattr(model, "classes_", [])]
+    if predicted.ndim == 1:
+        header, columns = ["prediction"], [predicted]
+    elif is_classifier(model) and len(classes) == predicted.shape[1]:  # multi-label: tags
+        header, columns = list(classes), list(predicted.T)
+    else:  # several regression targets
+        header = [f"prediction_{i}" for i in range(predicted.shape[1])]
+        columns = list(predicted.T)
+    if proba:
+        header += [f"probability_{c}" for c in classes]
+        columns += [[f"{p:.4f}" for p in column] for column in model.predict_proba(X).T]
+    return header, columns
 
 
 class _stdout:

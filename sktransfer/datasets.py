@@ -46,7 +46,16 @@ def load_image_folder(path, *, check_files=True, on_error="raise"):
     >>> from sktransfer.datasets import load_image_folder
     >>> X, y = load_image_folder("photos")  # doctest: +SKIP
     """
-    X, y = _class_folders(_existing_folder(path))
+    root = _existing_folder(path)
+    X, y = _class_folders(root)
+    loose = len(_image_files(root, recursive=False))
+    if not X and loose:
+        raise ValueError(
+            f"'{path}' holds {loose} image(s) but no class sub-folders, so there are no "
+            "labels. Move each class's images into a sub-folder of its own "
+            "(path/<class>/<image>.jpg), or list image paths and labels in a CSV file "
+            "(one 'path,label' row per image; see load_csv)."
+        )
     if not X:
         raise ValueError(
             f"No images found in '{path}'. Expected one sub-folder per class holding "
@@ -193,7 +202,7 @@ def load_data(data=None, *, labels="required", on_error="raise"):
     if path.suffix == ".npz":
         return _load_npz(path, labels)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, on_error=on_error)
+        return load_csv(path, labels=labels, on_error=on_error)
     if labels == "required":
         return load_image_folder(os.fspath(path), on_error=on_error)
     if path.is_file():
@@ -228,7 +237,7 @@ def _load_npz(path, labels):
         return arrays["X"], arrays["y"] if "y" in arrays.files else None
 
 
-def load_csv(path, *, on_error="raise"):
+def load_csv(path, *, labels="required", on_error="raise"):
     """Image paths and targets from a CSV file: ``path,target[,target...]`` per row.
 
     Paths are relative to the CSV's folder (or absolute). A first row whose first cell
@@ -240,16 +249,20 @@ def load_csv(path, *, on_error="raise"):
     Parameters
     ----------
     path : str or PathLike
+    labels : {"required", "optional"}, default="required"
+        "optional" also takes rows of a path alone, and then returns ``y=None``.
     on_error : {"raise", "skip"}, default="raise"
         Unreadable image files: see :func:`check_image_files`.
 
     Returns
     -------
     X : ndarray of str, the image paths
-    y : ndarray of shape (n_images,) or (n_images, n_targets)
+    y : ndarray of shape (n_images,) or (n_images, n_targets), or None
     """
     import csv
 
+    if labels not in ("required", "optional"):
+        raise ValueError(f"labels={labels!r} is not one of 'required', 'optional'.")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file not found: '{path}'.")
@@ -260,11 +273,15 @@ def load_csv(path, *, on_error="raise"):
     if not rows:
         raise ValueError(f"'{path}' lists no images; each row is: image path, target(s).")
     widths = {len(row) for row in rows}
-    if len(widths) > 1 or widths.pop() < 2:
+    fewest = 1 if labels == "optional" else 2
+    if len(widths) > 1 or widths.pop() < fewest:
         raise ValueError(f"'{path}': every row needs an image path and the same number of "
-                         f"targets (at least 1); found rows of {sorted({len(r) for r in rows})} "
-                         "cells.")
+                         f"targets{' (at least 1)' if fewest == 2 else ''}; found rows of "
+                         f"{sorted({len(r) for r in rows})} cells.")
     paths = [os.fspath(path.parent / row[0].strip()) for row in rows]
+    if len(rows[0]) == 1:  # paths alone
+        keep = check_image_files(paths, on_error=on_error)
+        return np.asarray([paths[i] for i in keep]), None
     targets = np.asarray([[cell.strip() for cell in row[1:]] for row in rows])
     empty = np.flatnonzero((targets == "").any(axis=1))
     if len(empty):
@@ -294,7 +311,9 @@ def list_images(data, *, on_error="raise"):
     Parameters
     ----------
     data : str or PathLike
-        An image file, a folder (searched recursively), or an ``.npz`` with array ``X``.
+        An image file, a folder (searched recursively), a ``.csv`` whose first column
+        is image paths (see :func:`load_csv`; targets are ignored), or an ``.npz`` with
+        array ``X``.
     on_error : {"raise", "skip"}, default="raise"
         Unreadable image files: see :func:`check_image_files`.
 
