@@ -519,21 +519,18 @@ class _stdout:
         return False
 
 
-#: How files other than sktransfer's safe format begin: pickles and joblib's compressors.
-PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
-
-
 def _load_model(path, *, trust_pickle):
     """A model from sktransfer's safe format; from a pickle only with ``trust_pickle``."""
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: '{path}'.")
-    with open(path, "rb") as file:
-        head = file.read(9)
-    if _is_safetensors(head, path.stat().st_size):
+    from ._io import file_kind
+
+    kind = file_kind(path)
+    if kind == "safetensors":
         from ._persistence import load
 
         return load(path)
-    if head.startswith(PICKLE_MAGIC):
+    if kind == "pickle":
         if not trust_pickle:
             raise ValueError(
                 f"'{path}' is a pickle (joblib) file, not sktransfer's safe format. Loading "
@@ -547,14 +544,6 @@ def _load_model(path, *, trust_pickle):
     raise ValueError(
         f"'{path}' is not a model file: neither sktransfer's safe format (written by "
         "sktransfer.save or 'sktransfer finetune') nor a pickle.")
-
-
-def _is_safetensors(head, size):
-    """A little-endian header length that fits the file, then the JSON header's '{'."""
-    if len(head) < 9:
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return 0 < header_length <= size - 8 and head[8:9] == b"{"
 
 
 def _probe(args):
