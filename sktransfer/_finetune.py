@@ -44,6 +44,8 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {weight_decay}
     {max_epochs}
     {batch_size}
+    {batchnorm}
+    {head_init}
     {early_stopping}
         The split is stratified by class.
     {patience}
@@ -117,8 +119,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     _criterion_params = ("class_weight",)
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
-                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
-                 batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
+                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
+                 batch_size=32, batchnorm="frozen", head_init="probe", early_stopping=True,
+                 patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32", compile=False, warm_start=False,
@@ -132,6 +135,8 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.batchnorm = batchnorm
+        self.head_init = head_init
         self.early_stopping = early_stopping
         self.patience = patience
         self.validation_fraction = validation_fraction
@@ -310,6 +315,9 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def _n_outputs(self):
         return len(self.classes_)
 
+    def _head_kind(self):
+        return "tags" if self._multilabel else "classes"
+
     def _criterion(self, y_train, sample_weight=None):
         if self._multilabel:
             return nn.BCEWithLogitsLoss(reduction="none"), None
@@ -323,11 +331,14 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         counts = np.unique(y, return_counts=True)[1]  # classes this batch has (partial_fit)
         n_classes = len(counts)
         if n_valid < n_classes or len(y) - n_valid < n_classes or counts.min() < 2:
+            needed = _images_per_class_needed(n_classes, self.validation_fraction)
             raise ValueError(
                 f"early_stopping holds out validation_fraction={self.validation_fraction} of "
                 f"{len(y)} samples ({n_valid}), which cannot hold every one of the "
-                f"{n_classes} classes with each class also in training. Use more samples "
-                "(at least 2 per class), a larger validation_fraction, or early_stopping=False.")
+                f"{n_classes} classes with each class also in training (the fewest images "
+                f"of a class: {counts.min()}). This needs at least {needed} images of each "
+                "class at this validation_fraction. Use more images, a larger "
+                "validation_fraction, or early_stopping=False.")
         return train_test_split(np.arange(len(y)), test_size=n_valid, stratify=y,
                                 random_state=seed)
 
@@ -366,3 +377,14 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _images_per_class_needed(n_classes, validation_fraction):
+    """Fewest images of each of ``n_classes`` for which the stratified split holds."""
+    per_class = 2
+    while True:
+        n = per_class * n_classes
+        n_valid = int(np.ceil(validation_fraction * n))
+        if n_valid >= n_classes and n - n_valid >= n_classes:
+            return per_class
+        per_class += 1

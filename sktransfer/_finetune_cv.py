@@ -62,6 +62,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
     {weight_decay}
     {max_epochs}
     {batch_size}
+    {batchnorm}
+    {head_init}
     {early_stopping}
     {patience}
     {validation_fraction}
@@ -116,13 +118,13 @@ class FineTuneClassifierCV(FineTuneClassifier):
         "scoring": [None, str, callable],
         "n_jobs": [None, Integral],
         "refit": ["boolean"],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left"), None],
     }
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet",
                  freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
-                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=20,
-                 batch_size=32, early_stopping=True, patience=3, validation_fraction=0.15,
+                 layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
+                 batch_size=32, batchnorm="frozen", head_init="probe", early_stopping=True, patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32", compile=False):
@@ -139,6 +141,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.batchnorm = batchnorm
+        self.head_init = head_init
         self.early_stopping = early_stopping
         self.patience = patience
         self.validation_fraction = validation_fraction
@@ -251,7 +255,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
             return self
         self._given_trunk_inputs = {d: t for d, t in shared.items() if d == self._n_frozen_chosen}
         try:
-            return self._fit(X, y, epochs=self.max_epochs, warm=False,
+            return self._fit(X, y, epochs=None, warm=False,
                              sample_weight=sample_weight)
         finally:
             self.__dict__.pop("_given_trunk_inputs", None)

@@ -40,6 +40,8 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     {weight_decay}
     {max_epochs}
     {batch_size}
+    {batchnorm}
+    {head_init}
     {early_stopping}
     {patience}
     {validation_fraction}
@@ -89,8 +91,8 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0,
                  loss="squared_error", huber_delta=1.0, lr=1e-3, layer_lr_decay=0.75,
-                 optimizer="adamw", weight_decay=1e-4, max_epochs=20, batch_size=32,
-                 early_stopping=True, patience=3, validation_fraction=0.15, augment=None, tta=None,
+                 optimizer="adamw", weight_decay=1e-4, max_epochs=None, batch_size=32,
+                 batchnorm="frozen", head_init="probe", early_stopping=True, patience=3, validation_fraction=0.15, augment=None, tta=None,
                  image_size=None, image_shape=None, device="auto", random_state=None,
                  verbose=0, progress="auto", memory=None, precision="fp32", compile=False, warm_start=False,
                  checkpoint=None):
@@ -105,6 +107,8 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.batchnorm = batchnorm
+        self.head_init = head_init
         self.early_stopping = early_stopping
         self.patience = patience
         self.validation_fraction = validation_fraction
@@ -187,6 +191,9 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
 
     def _n_outputs(self):
         return self.n_outputs_
+
+    def _head_kind(self):
+        return "quantities"
 
     def _criterion(self, y_train, sample_weight=None):
         options = {"delta": self.huber_delta} if self.loss == "huber" else {}

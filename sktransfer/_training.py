@@ -121,6 +121,11 @@ class TrainingNet(NeuralNet):
         super().__init__(*args, **kwargs)
         self.precision = precision
 
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        super().on_epoch_begin(net, dataset_train, dataset_valid, **kwargs)
+        if self.history[0, "epoch"] == 0:  # counted from the scored start, epoch 0
+            self.history.record("epoch", len(self.history) - 1)
+
     def infer(self, x, **fit_params):
         if isinstance(x, torch.Tensor) and x.ndim == 4:
             x = x.to(self.device, memory_format=torch.channels_last)
@@ -128,6 +133,9 @@ class TrainingNet(NeuralNet):
             return super().infer(x, **fit_params).float()
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        if getattr(self, "_score_start", False):
+            self._score_start = False
+            self._validation_epoch(X)
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
@@ -135,8 +143,26 @@ class TrainingNet(NeuralNet):
             self.interrupted_ = not (stopping and stopping.misses_ >= stopping.patience)
             raise
 
-    def train(self, train, valid, *, epochs):
+    def _validation_epoch(self, X):
+        """Epoch 0: the starting weights scored on the validation part, no training step.
+
+        It runs through skorch's callbacks as any epoch does, so early stopping can keep
+        (and restore) the starting weights when no trained epoch beats them.
+        """
+        dataset_train, dataset_valid = self.get_split_datasets(X, None)
+        epoch = {"dataset_train": dataset_train, "dataset_valid": dataset_valid}
+        self.notify("on_epoch_begin", **epoch)
+        self.history.record("epoch", 0)
+        self.history.record("train_loss", float("nan"))  # no step: keeps the table's columns
+        self.run_single_epoch(self.get_iterator(dataset_valid, training=False), training=False,
+                              prefix="valid", step_fn=self.validation_step)
+        self.notify("on_epoch_end", **epoch)
+
+    def train(self, train, valid, *, epochs, score_start=False):
         """Train ``epochs`` more epochs on ``train``, validating on ``valid`` (or None).
+
+        With ``score_start`` and a ``valid`` set, the starting weights are scored first,
+        as epoch 0 of the history, and early stopping may restore them.
 
         Returns
         -------
@@ -148,6 +174,7 @@ class TrainingNet(NeuralNet):
         if self.initialized_ and not hasattr(self, "optimizer_"):  # unpickled: no state
             self.initialize_optimizer()
         self.interrupted_ = False
+        self._score_start = score_start and valid is not None
         self.set_params(train_split=None if valid is None else predefined_split(valid))
         try:
             self.partial_fit(train, None, epochs=epochs)
@@ -158,9 +185,9 @@ class TrainingNet(NeuralNet):
     def best_epoch(self):
         """The epoch whose weights the module holds: early stopping's best, else the last."""
         stopping = dict(self.callbacks_).get("early_stopping")
-        if stopping is not None and stopping.best_epoch_:
+        if stopping is not None and stopping.best_epoch_ is not None:
             return int(stopping.best_epoch_)
-        return len(self.history)
+        return int(self.history[-1, "epoch"]) if len(self.history) else 0
 
     def forget_training_data(self):
         """Drop the copy of the best weights that early stopping kept during training."""
