@@ -7,6 +7,7 @@ import time
 import warnings
 from collections import namedtuple
 from dataclasses import dataclass, fields, replace
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,18 @@ KIND_ALIASES = {"pixels": "classical"}
 MIN_STEPS_PER_EPOCH = 10
 #: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
 MIN_SCRATCH_BATCH = 8
+#: Fewer test images per fold than this and compare warns that it cannot tell methods
+#: apart: one image then moves a fold's accuracy by more than 5 points, and the binomial
+#: noise of a fold's score, sqrt(p(1 - p) / n), is 10 points at 75% accuracy on 20
+#: images: larger than most gaps between the methods it ranks.
+MIN_TEST_IMAGES = 20
 
 def result_columns(metrics=("accuracy",)):
     """The results' columns: each metric is a mean and a ``_std`` over the outer folds."""
     scores = [column for metric in metrics for column in (metric, f"{metric}_std")]
     return ["kind", "method", "backbone", "freeze", "chosen", "labels_per_class", *scores,
-            "fit_seconds", "predict_seconds", "n_train", "n_test", "frozen_blocks"]
+            "fit_seconds", "predict_seconds", "early_stopping", "n_train", "n_test",
+            "frozen_blocks"]
 
 
 RESULT_COLUMNS = result_columns()
@@ -53,9 +60,13 @@ CHOSEN_BY_CV = "inner CV"
 class StudySettings:
     """What a comparison runs; :func:`study_settings` fills it from a preset.
 
-    ``freeze`` and ``feature_layers`` hold fractions of the backbone's depth (floats
-    in [0, 1], resolved once its blocks are known) or explicit depths. ``backbones``
-    holds names, or ``(name, weights)`` pairs for local weights files.
+    ``freeze`` holds depths as fine-tuning takes them ("all", a number of frozen bottom
+    blocks, -k for the top k trainable) or fractions of the backbone's depth (floats in
+    [0, 1], resolved once its blocks are known: ``round(fraction * n_blocks)`` frozen).
+    ``feature_layers`` holds block indices (negative from the top), block names, or
+    fractions: the top block of the part ``freeze=fraction`` keeps frozen (1.0 is the
+    top block; 0.0 the bottom one). Invalid values raise before anything is trained.
+    ``backbones`` holds names, or ``(name, weights)`` pairs for local weights files.
     ``inner_splits`` folds of each outer training part choose the layer and the depth
     of the "chosen by inner CV" rows (0 leaves those rows out); ``choose_depth`` False
     leaves out the costlier of the two, the fine-tuning depth. ``task`` is "auto" (read
@@ -229,7 +240,7 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     **settings
         Overrides of :class:`StudySettings`: ``backbones`` (or ``backbone``),
         ``image_size``, ``max_epochs``, ``freeze`` (tuple of depths),
-        ``labels_per_class``, ``n_splits``, ``inner_splits``, ``device``,
+        ``feature_layers`` (tuple of blocks), ``labels_per_class``, ``n_splits``, ``inner_splits``, ``device``,
         ``random_state``, ``kinds``, ... (any field; an unknown name raises TypeError).
 
     Returns
@@ -237,8 +248,17 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     pandas.DataFrame
         One row per method and setting, with the columns of :func:`result_columns`
         for the task's metrics (``attrs["task"]`` and ``attrs["metric"]`` name them).
+        ``n_train`` and ``n_test`` are the mean sizes over the folds; ``early_stopping``
+        says whether a network row stopped early on held-out images (True, False, or
+        "some folds"; empty for the other rows).
         With the features kind, ``attrs["layer_probe"]`` holds the layer probe over
         the outer folds (a diagnostic: see :func:`probe_table`).
+
+    Warns
+    -----
+    UserWarning
+        When a test fold holds fewer than ``MIN_TEST_IMAGES`` (20) images: too few to
+        tell the methods apart.
     """
     import pandas as pd
 
@@ -257,6 +277,7 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     n_splits = _outer_splits(task, y, plan)
     backbones = available_backbones(plan.backbones, plan.image_size)
     splits = list(task.splitter(n_splits, plan.random_state).split(np.zeros(len(y)), y))
+    _warn_if_test_folds_are_small(splits)
     rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as cache:
         study = _Study(plan, task, X, y, splits, cache, backbones)
@@ -273,8 +294,7 @@ def compare(X, y, *, quick=False, progress=True, **settings):
                     folds.append(method.evaluate(
                         _Fold(fold, train, test, labels_per_class, method.backbone)))
                     bar.update()
-                rows.append(_row(method, labels_per_class, folds, len(splits[0][1]),
-                                 task.metrics))
+                rows.append(_row(method, labels_per_class, folds, task.metrics))
         probes = [study.layer_probe(backbone) for backbone in backbones
                   if "features" in plan.kinds]
     # Int64 (nullable) keeps depths integers beside the rows that have none: 9, not 9.0/nan.
@@ -308,6 +328,24 @@ def _outer_splits(task, y, plan):
     return plan.n_splits
 
 
+def _warn_if_test_folds_are_small(splits):
+    """Warn when the test folds are too small to tell methods apart (see MIN_TEST_IMAGES)."""
+    sizes = [len(test) for _, test in splits]
+    if min(sizes) >= MIN_TEST_IMAGES:
+        return
+    n_images, n_splits = sum(sizes), len(splits)
+    held = (f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}")
+    fewer = (f" or fewer folds (n_splits=2 tests {n_images // 2} images per fold)"
+             if n_splits > 2 else "")
+    warnings.warn(
+        f"Each of the {n_splits} folds tests the methods on only {held} test images (one "
+        f"image is {100 / min(sizes):.0f}% of a fold's score): the differences between "
+        f"methods, and the recommendation, are mostly noise. Use more images (at least "
+        f"{MIN_TEST_IMAGES} per test fold: {MIN_TEST_IMAGES * n_splits} for {n_splits} "
+        f"folds){fewer}, and read the ± spread over folds before choosing.",
+        UserWarning, stacklevel=3)
+
+
 def probe_table(results):
     """The layer probe a comparison ran, as a DataFrame (None without the features kind).
 
@@ -327,9 +365,13 @@ class _Fold(namedtuple("_Fold", "index train test labels_per_class backbone")):
     """One outer fold of one labels-per-class setting, as a method sees it."""
 
 
-class _Outcome(namedtuple("_Outcome", "scores fit_seconds predict_seconds n_train chosen",
-                          defaults=(None,))):
-    """One method's result on one fold: ``scores`` maps each metric to its value."""
+class _Outcome(namedtuple("_Outcome", "scores fit_seconds predict_seconds n_train n_test "
+                          "early_stopping chosen", defaults=(None, None))):
+    """One method's result on one fold: ``scores`` maps each metric to its value.
+
+    ``early_stopping`` is whether the fitted network held out images to stop early
+    (None for a model that is not a network).
+    """
 
 
 @dataclass(frozen=True)
@@ -342,8 +384,9 @@ class _Method:
     evaluate: object  # callable(_Fold) -> _Outcome
 
 
-def _row(method, labels_per_class, folds, n_test, metrics):
+def _row(method, labels_per_class, folds, metrics):
     chosen = [f.chosen for f in folds if f.chosen is not None]
+    stopping = {f.early_stopping for f in folds}
     scores = {}
     for metric in metrics:
         values = [f.scores[metric] for f in folds]
@@ -353,7 +396,9 @@ def _row(method, labels_per_class, folds, n_test, metrics):
             "labels_per_class": labels_per_class, **scores,
             "fit_seconds": float(np.mean([f.fit_seconds for f in folds])),
             "predict_seconds": float(np.mean([f.predict_seconds for f in folds])),
-            "n_train": int(np.mean([f.n_train for f in folds])), "n_test": int(n_test),
+            "early_stopping": stopping.pop() if len(stopping) == 1 else "some folds",
+            "n_train": round(np.mean([f.n_train for f in folds])),
+            "n_test": round(np.mean([f.n_test for f in folds])),
             "frozen_blocks": method.frozen_blocks}
 
 
@@ -376,7 +421,8 @@ class _Study:
         predicted = model.predict(take_rows(self.X, fold.test))
         predict_seconds = time.perf_counter() - start
         return _Outcome(self.task.scores(y[fold.test], predicted), fit_seconds,
-                        predict_seconds, len(fold.train))
+                        predict_seconds, len(fold.train), len(fold.test),
+                        model.get_params().get("early_stopping"))
 
     def inner_cv(self, train):
         """The inner splitter of a training part, or None when it has too few images."""
@@ -429,7 +475,7 @@ class _Study:
         predicted = probe.predict(features.of_block(position, test))
         predict_seconds = time.perf_counter() - start + share * len(test)
         return _Outcome(task.scores(y[test], predicted), fit_seconds, predict_seconds,
-                        len(train), features.blocks[position].name)
+                        len(train), len(test), chosen=features.blocks[position].name)
 
     def fixed_depth(self, make, depth, fold):
         outcome = self.fit_and_score(make(self.y[fold.train]), fold)
@@ -495,11 +541,12 @@ def _transfer_methods(plan, backbone, study):
     n_blocks = len(backbone.blocks)
     names = [b.name for b in backbone.blocks]
     model = task.model_name("linear")
+    layers = [_feature_block(layer, backbone) for layer in plan.feature_layers]
+    depths = [_freeze_depth(freeze, backbone) for freeze in plan.freeze]
     network = dict(backbone=backbone.name, weights=backbone.weights, image_size=plan.image_size,
                    device=plan.device, memory=study.cache, progress=False)
     if "features" in plan.kinds:
-        for layer in plan.feature_layers:
-            depth = _depth(layer, n_blocks) if isinstance(layer, float) else layer
+        for depth in layers:
             yield _Method("features", feature_method_name(names[depth], model), backbone.label,
                           None, None, lambda fold, d=depth: study.fit_and_score(make_pipeline(
                               CNNFeatureExtractor(**network, layer=d), StandardScaler(),
@@ -510,7 +557,6 @@ def _transfer_methods(plan, backbone, study):
     if "finetune" not in plan.kinds:
         return
     training = _training(plan, backbone, study.cache)
-    depths = [_depth(f, n_blocks) if isinstance(f, float) else f for f in plan.freeze]
     network_class = _network_class(task)
 
     def make(y_train, depth):
@@ -565,18 +611,67 @@ def _from_scratch(training, y_train):
     (mean 0, variance 1) unrelated to its activations: they need many optimizer steps
     to settle, and until then eval-mode predictions, and the validation loss that
     early stopping trusts, stay near chance while the training loss falls. So: batches
-    small enough for ``MIN_STEPS_PER_EPOCH`` steps, all ``max_epochs`` epochs (no
-    early stopping), and one learning rate for all blocks (the layer decay protects
-    pretrained features, which a random network does not have).
+    small enough for ``MIN_STEPS_PER_EPOCH`` steps, BatchNorm statistics updated by
+    every batch (``batchnorm="train"``: frozen, they would stay at their random start),
+    all ``max_epochs`` epochs (no early stopping), a random head (a probe of random
+    features is no start worth fitting) and one learning rate for all blocks (the
+    layer decay protects pretrained features, which a random network does not have).
     """
     batch_size = min(training["batch_size"],
                      max(MIN_SCRATCH_BATCH, len(y_train) // MIN_STEPS_PER_EPOCH))
     return dict(training, weights=None, freeze=0, batch_size=batch_size, layer_lr_decay=1.0,
-                early_stopping=False)
+                batchnorm="train", head_init="random", early_stopping=False)
 
 
 def _depth(fraction, n_blocks):
     return int(round(fraction * n_blocks))
+
+
+def _is_fraction(value):
+    return isinstance(value, Real) and not isinstance(value, Integral)
+
+
+def _is_index(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _freeze_depth(freeze, backbone):
+    """``freeze`` as fine-tuning takes it ("all" or an int); a ValueError if out of range."""
+    n_blocks = len(backbone.blocks)
+    if _is_fraction(freeze) and 0 <= freeze <= 1:
+        return _depth(freeze, n_blocks)
+    if freeze == "all" or (_is_index(freeze) and -n_blocks <= freeze <= n_blocks):
+        return freeze
+    raise ValueError(
+        f"freeze={freeze!r} is not a depth of {backbone.label}, which has {n_blocks} "
+        f"blocks. Use 'all' (train only the head), 0 (fine-tune all) to {n_blocks} frozen "
+        f"bottom blocks, -k to leave the top k trainable, or a fraction of the depth in "
+        "[0, 1]."
+    )
+
+
+def _feature_block(layer, backbone):
+    """The index of the block a ``feature_layers`` entry names; a ValueError if none.
+
+    A fraction is the top block of the part ``freeze=fraction`` keeps frozen, so that
+    the two rows share a trunk: 1.0 is the top block, 0.0 (no frozen part) the bottom one.
+    """
+    names = [block.name for block in backbone.blocks]
+    n_blocks = len(names)
+    if _is_fraction(layer) and 0 <= layer <= 1:
+        return max(_depth(layer, n_blocks) - 1, 0)
+    if _is_index(layer) and -n_blocks <= layer < n_blocks:
+        return int(layer) % n_blocks
+    if isinstance(layer, str) and layer in names:
+        return names.index(layer)
+    close = difflib.get_close_matches(layer, names, n=1) if isinstance(layer, str) else []
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(
+        f"feature_layers: {layer!r}{guess} is not a block of {backbone.label}, which has "
+        f"{n_blocks} blocks: {', '.join(names)}. Use a block name, an index from "
+        f"{-n_blocks} to {n_blocks - 1} (negative counts from the top), or a fraction of "
+        "the depth in [0, 1]; sktransfer.backbone_blocks() lists the blocks."
+    )
 
 
 def _early_stopping(y_train, task):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._compare import CHOSEN_BY_CV, probe_table
+from ._compare import CHOSEN_BY_CV, MIN_TEST_IMAGES, probe_table
 from ._probe import plot_layer_probe, score_column
 from ._tasks import metric_label
 
@@ -279,12 +279,13 @@ def reading(results):
         )
     lines += _layer_sentences(results, rows)
     lines += _depth_sentences(rows[rows["kind"] == "finetune"], metric)
+    lines += _stopping_sentences(results)
     scratch = rows[rows["kind"] == "scratch"]
     if len(scratch) and len(transfer):
         gap = transfer[metric].max() - scratch[metric].max()
         lines.append(
-            f"The same network trained from random weights for the same number of epochs "
-            f"reaches {scratch[metric].max():.3f}: pretraining is worth "
+            f"The same network trained from random weights (every epoch of the same budget, "
+            f"no early stopping) reaches {scratch[metric].max():.3f}: pretraining is worth "
             f"{'+' if gap >= 0 else '-'}{_difference(gap, metric)} at this training budget."
         )
     counts = [k for k in results["labels_per_class"].unique() if k != "all"]
@@ -302,7 +303,8 @@ def recommendation(results):
 
     Among the rows of the most labels, those whose primary score (accuracy, macro F1
     or R²) is within the best row's spread over folds (at least 0.005) of the best;
-    of these, the one that fits fastest.
+    of these, the one that fits fastest. With fewer than ``MIN_TEST_IMAGES`` test
+    images per fold, the text says that the choice is mostly noise.
     """
     metric = primary_metric(results)
     rows = _largest_labels(results)
@@ -320,8 +322,15 @@ def recommendation(results):
         text += (f" It is within {_difference(margin, metric)} of the most accurate "
                  f"({label_of(best)}, {best[metric]:.3f}) and fits "
                  f"{best['fit_seconds'] / max(pick['fit_seconds'], 1e-9):.0f}x faster.")
-    return text + (" The best of several rows scored on the same folds is slightly "
-                   "optimistic; the rows chosen by inner CV are not.")
+    text += (" The best of several rows scored on the same folds is slightly optimistic; "
+             "the rows chosen by inner CV are not.")
+    n_test = rows["n_test"].min()
+    if n_test < MIN_TEST_IMAGES:
+        text += (f" **Caution:** the test folds held only {n_test:.0f} images each (one image "
+                 f"is {100 / n_test:.0f}% of a fold's score), too few to tell these methods "
+                 f"apart: this choice is mostly noise. Confirm it on more images (at least "
+                 f"{MIN_TEST_IMAGES} per test fold).")
+    return text
 
 
 def _seconds(value):
@@ -391,6 +400,28 @@ def _depth_sentences(finetune, metric):
     return sentences
 
 
+def _stopping_sentences(results):
+    """Whether fine-tuning stopped early, as the ``early_stopping`` column records it."""
+    if "early_stopping" not in results:  # a table from before the column
+        return []
+    finetune = results[results["kind"] == "finetune"]
+    stopped = finetune["early_stopping"].map(_text)
+    if not len(finetune) or (stopped == "").all():
+        return []
+    if (stopped == "True").all():
+        return ["Fine-tuning stopped early when the loss on images held out of each "
+                "training part stopped improving."]
+    if (stopped == "False").all():
+        return ["Fine-tuning ran all its epochs without early stopping: the training parts "
+                "were too small to hold out images for validation."]
+    off = finetune[stopped != "True"]
+    counts = ", ".join(dict.fromkeys(off["labels_per_class"].map(str)))
+    return [f"Fine-tuning stopped early on images held out of each training part, except in "
+            f"{len(off)} of the {len(finetune)} fine-tuning rows (labels_per_class={counts}) "
+            "whose training parts were too small to hold images out: those ran all their "
+            "epochs (see the early_stopping column)."]
+
+
 def _scores_as_text(results):
     """Each metric column as "mean ± std" text, the ``_std`` columns dropped."""
     metrics = metric_columns(results)
@@ -408,6 +439,8 @@ def _markdown(results, files, title, description):
         backbone=results["backbone"].map(_text),
         frozen_blocks=_integer_text(results["frozen_blocks"]),
     )
+    if "early_stopping" in table:
+        table["early_stopping"] = results["early_stopping"].map(_text)
     header = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -436,7 +469,7 @@ def format_table(results):
         chosen=results["chosen"].map(_text),
         fit_seconds=results["fit_seconds"].round(1),
         predict_seconds=results["predict_seconds"].round(2),
-    ).drop(columns=["n_test", "frozen_blocks"])
+    ).drop(columns=["early_stopping", "n_test", "frozen_blocks"], errors="ignore")
     if shown["backbone"].dropna().nunique() <= 1:
         shown = shown.drop(columns="backbone")
     return shown.to_string(index=False)

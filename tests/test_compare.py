@@ -1,12 +1,14 @@
 """The main job end to end: datasets, sktransfer.compare, the report and the CLI."""
 
 import csv
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.model_selection import StratifiedKFold
 
 from sktransfer import FineTuneClassifier, backbone_blocks, compare, write_report
 from sktransfer._compare import (
@@ -251,3 +253,59 @@ def test_cli_backbones_lists_names_and_blocks(capsys):
     assert "layer4" in capsys.readouterr().out
     assert main(["backbones"]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out
+
+
+def _test_images_warnings(caught):
+    return [str(w.message) for w in caught if "test images" in str(w.message)]
+
+
+def test_n_test_is_the_mean_over_folds_and_small_folds_warn(stripes):
+    """Three stratified folds of 20 + 20 stripes test 14, 13 and 13 images: the mean, 13,
+    is each row's n_test (not the first fold's 14), and folds that small are noise."""
+    X, y = stripes
+    with pytest.warns(UserWarning, match=r"only 13-14 test images.*n_splits=2 tests 20"):
+        results = compare(X, y, quick=True, n_splits=3, kinds=("classical",), progress=False)
+    sizes = [len(test) for _, test in StratifiedKFold(3, shuffle=True, random_state=0).split(X, y)]
+    assert sizes == [14, 13, 13]
+    assert results["n_test"].tolist() == [13, 13, 13]
+    assert results["n_train"].tolist() == [27, 27, 27]  # 26.7 rounded, as n_test
+    recommended = reading(results).split("**Recommendation for this data:**")[1]
+    assert "**Caution:** the test folds held only 13 images each" in recommended
+
+
+def test_twelve_images_warn_and_enough_do_not(stripes):
+    """3 images of each of 4 digits give folds of 4 test images: a recommendation from
+    them is noise, and compare and the report say so; 20 test images per fold do not."""
+    X, y = load_digits_images()
+    few = np.concatenate([np.flatnonzero(y == digit)[:3] for digit in range(4)])
+    with pytest.warns(UserWarning, match=r"3 folds tests the methods on only 4 test images "
+                                         r"\(one image is 25%.*at least 20 per test fold"):
+        results = compare(X[few], y[few], quick=True, kinds=("classical",), progress=False)
+    assert results["n_test"].tolist() == [4, 4, 4]
+    recommended = reading(results).split("**Recommendation for this data:**")[1]
+    assert "held only 4 images each (one image is 25% of a fold's score)" in recommended
+
+    X, y = stripes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = compare(X, y, quick=True, n_splits=2, kinds=("classical",), progress=False)
+    assert _test_images_warnings(caught) == [] and results["n_test"].tolist() == [20, 20, 20]
+    assert "Caution" not in reading(results)
+
+
+def test_the_report_says_where_early_stopping_was_off(stripes, tmp_path):
+    """Two labels per class leave no image of a class to hold out: that row trains
+    every epoch, the full training part stops early, and the report says which did which."""
+    X, y = stripes
+    results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
+                      labels_per_class=(2, "all"), kinds=("finetune",), freeze=("all",),
+                      device="cpu", progress=False)
+    assert results["early_stopping"].tolist() == [False, True]
+    text = write_report(results, tmp_path)["report"].read_text()
+    assert ("except in 1 of the 2 fine-tuning rows (labels_per_class=2) whose training parts "
+            "were too small to hold images out") in text
+    assert "| finetune | fine-tune | efficientnet_lite0 | all |" in text
+    assert "| False |" in text and "| True |" in text
+    # Read back from the CSV, as `sktransfer compare` users have it: the same sentence.
+    again = pd.read_csv(tmp_path / "results.csv").astype({"labels_per_class": str})
+    assert "except in 1 of the 2 fine-tuning rows (labels_per_class=2)" in reading(again)

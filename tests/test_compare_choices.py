@@ -15,6 +15,7 @@ from sktransfer._compare import (
     CHOSEN_BY_CV,
     CHOSEN_DEPTH_METHOD,
     CHOSEN_LAYER_METHOD,
+    available_backbones,
     probe_table,
     study_settings,
 )
@@ -227,3 +228,46 @@ def test_two_weight_files_of_one_architecture_stay_apart(stripes, tmp_path):
                             for label in labels)
     assert not np.array_equal(first, second)  # its own features, not the first one's
     np.testing.assert_array_equal(second, third)
+
+
+def test_feature_layers_take_fractions_names_and_negative_indices(stripes):
+    """A fraction f is the top block of the part freeze=f keeps frozen: 1.0 the top block
+    (an IndexError before), 0.5 of 9 blocks the 4th, as freeze=0.5 freezes 4."""
+    X, y = stripes
+    results = compare(X, y, kinds=("features",), feature_layers=(1.0, -1, 0.5, "blocks.2"),
+                      **{**SMALL, "inner_splits": 0})
+    assert results["method"].tolist() == [
+        f"frozen features of block {name} + logistic regression"
+        for name in ("conv_head", "conv_head", "blocks.2", "blocks.2")]
+    top, last, half, named = results["accuracy"]
+    assert top == last and half == named
+    assert probe_table(results)["name"].tolist()[3] == "blocks.2"
+    [backbone] = available_backbones(["efficientnet_lite0"], image_size=32)
+    assert compare_module._freeze_depth(0.5, backbone) == 4
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"feature_layers": (1.5,)}, r"feature_layers: 1.5 is not a block of efficientnet_lite0, "
+                                 r"which has 9 blocks: stem, blocks.0, .*, conv_head\. .*"
+                                 r"an index from -9 to 8 .* a fraction of the depth in \[0, 1\]"),
+    ({"feature_layers": (-1, 9)}, r"feature_layers: 9 is not a block.*from -9 to 8"),
+    ({"feature_layers": (-10,)}, r"feature_layers: -10 is not a block"),
+    ({"feature_layers": (-0.25,)}, r"feature_layers: -0.25 is not a block"),
+    ({"feature_layers": ("conv_haed",)}, r"feature_layers: 'conv_haed' \(did you mean "
+                                         r"'conv_head'\?\) is not a block.*backbone_blocks"),
+    ({"feature_layers": (True,)}, r"feature_layers: True is not a block"),
+    ({"freeze": ("all", 1.5)}, r"freeze=1.5 is not a depth of efficientnet_lite0, which has 9 "
+                               r"blocks\. Use 'all' .* 0 \(fine-tune all\) to 9 .* \[0, 1\]"),
+    ({"freeze": (10,)}, r"freeze=10 is not a depth"),
+    ({"freeze": (-10,)}, r"freeze=-10 is not a depth"),
+    ({"freeze": ("al",)}, r"freeze='al' is not a depth"),
+])
+def test_bad_layers_and_depths_are_named_before_anything_is_trained(stripes, monkeypatch,
+                                                                     setting, message):
+    def trained(*args):
+        raise AssertionError("a method was trained before the settings were checked")
+
+    monkeypatch.setattr(compare_module._Study, "fit_and_score", trained)
+    X, y = stripes
+    with pytest.raises(ValueError, match=message):
+        compare(X, y, kinds=("classical", "features", "finetune"), **{**SMALL, **setting})
