@@ -15,7 +15,11 @@ from sklearn.preprocessing import StandardScaler
 #: Ridge penalties chosen among by efficient leave-one-out, on standardized features.
 RIDGE_ALPHAS = tuple(np.logspace(-2, 5, 8))
 #: Inverse L2 penalties of the logistic probe, chosen by an inner CV on the log loss.
-LOGISTIC_CS = (0.01, 0.1, 1.0, 10.0)
+#: Short, and no weaker than the comparison's own logistic regression (C=1): the
+#: weakest penalties take the most solver iterations on features wider than the data.
+LOGISTIC_CS = (0.01, 0.1, 1.0)
+#: Folds of that inner CV (fewer where a class has fewer images).
+INNER_FOLDS = 3
 #: A class or tag the training part never shows gets this logit: never predicted.
 ABSENT_LOGIT = -20.0
 
@@ -52,7 +56,8 @@ def fit_linear_head(features, y, kind, *, n_outputs, sample_weight=None, class_w
         coef, intercept = _logistic(standardized, y, n_outputs, sample_weight, class_weight,
                                     random_state)
     else:
-        heads = [_logistic(standardized, y[:, tag], 2, sample_weight, None, random_state)
+        heads = [_logistic(standardized, y[:, tag].astype(int), 2, sample_weight, None,
+                           random_state)
                  for tag in range(n_outputs)]
         coef = np.stack([c[1] - c[0] for c, _ in heads])  # sigmoid(z) = softmax([0, z])[1]
         intercept = np.array([b[1] - b[0] for _, b in heads])
@@ -68,7 +73,7 @@ def _logistic(features, y, n_outputs, sample_weight, class_weight, random_state)
     if len(present) == 1:  # one class or a constant tag: it alone is predicted
         intercept[present[0]] = 0.0
         return coef, intercept
-    folds = min(5, int(counts.min()))
+    folds = min(INNER_FOLDS, int(counts.min()))
     model = LogisticRegression(class_weight=class_weight, max_iter=1000)
     if folds >= 2:
         model = GridSearchCV(model, {"C": LOGISTIC_CS}, scoring="neg_log_loss", cv=StratifiedKFold(

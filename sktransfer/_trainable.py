@@ -320,7 +320,7 @@ class FineTuneBase(NetworkEstimator):
         self._make_inference_blocks(warn=False)  # a bf16 fallback was told for training
         if interrupted:
             raise KeyboardInterrupt(
-                f"{type(self).__name__}.fit interrupted after {len(self.history_)} epoch(s); "
+                f"{type(self).__name__}.fit interrupted in epoch {self.history_[-1, 'epoch']}; "
                 f"the model keeps the weights of epoch {self.best_epoch_} (interrupted_=True).")
         return self
 

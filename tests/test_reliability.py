@@ -44,7 +44,8 @@ def test_classifier_round_trips_through_a_safe_file(stripes, tmp_path, monkeypat
     assert loaded.predict(X).tolist() == model.predict(X).tolist()
     assert loaded.classes_.dtype == model.classes_.dtype and loaded.n_frozen_ == 3
     assert loaded.get_params()["class_weight"] == {"h": 2.0}
-    assert len(loaded.history_) == 2 and loaded.best_epoch_ == model.best_epoch_
+    assert [e["epoch"] for e in loaded.history_] == [e["epoch"] for e in model.history_] == [0, 1, 2]
+    assert loaded.best_epoch_ == model.best_epoch_
 
 
 def test_extractor_round_trips_through_a_safe_file(rgb_images, tmp_path, monkeypatch):
@@ -108,7 +109,7 @@ def interrupt_at_epoch(monkeypatch, epoch):
     original = NeuralNet.train_step
 
     def train_step(net, batch, **kwargs):
-        if len(net.history) == epoch and len(net.history[-1]["batches"]) == 1:
+        if net.history[-1, "epoch"] == epoch and len(net.history[-1]["batches"]) == 1:
             raise KeyboardInterrupt
         return original(net, batch, **kwargs)
 
@@ -120,11 +121,11 @@ def test_ctrl_c_keeps_the_best_weights_marks_and_propagates(stripes, monkeypatch
     interrupt_at_epoch(monkeypatch, 4)
     model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=20, lr=0.01, patience=10,
                                device="cpu", random_state=0, validation_fraction=0.25)
-    with pytest.raises(KeyboardInterrupt, match="interrupted after 4 epoch"):
+    with pytest.raises(KeyboardInterrupt, match="interrupted in epoch 4"):
         model.fit(X, y)
-    assert model.interrupted_ and len(model.history_) == 4
-    losses = [epoch.get("valid_loss") for epoch in model.history_[:3]]
-    assert model.best_epoch_ == int(np.argmin(losses)) + 1
+    assert model.interrupted_ and [e["epoch"] for e in model.history_] == [0, 1, 2, 3, 4]
+    losses = [epoch.get("valid_loss") for epoch in model.history_[:-1]]  # the complete epochs
+    assert model.best_epoch_ == int(np.argmin(losses))
     assert model.predict(X).shape == (40,)
 
 
@@ -141,7 +142,7 @@ def test_ctrl_c_stops_a_grid_search(stripes, monkeypatch):
 def test_an_uninterrupted_fit_is_not_marked(stripes):
     model = FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=6, patience=1, lr=0.5,
                                optimizer="sgd", device="cpu", random_state=0).fit(*stripes)
-    assert len(model.history_) < 6 and not model.interrupted_  # early stopping is no Ctrl-C
+    assert model.history_[-1, "epoch"] < 6 and not model.interrupted_  # early stopping is no Ctrl-C
 
 
 def test_checkpoint_then_resume_with_warm_start(stripes, tmp_path, monkeypatch):
@@ -276,4 +277,4 @@ def test_pickles_hold_what_prediction_needs_and_warm_start_still_works(stripes):
     loaded = pickle.loads(payload)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     loaded.set_params(warm_start=True).fit(X, y)
-    assert len(loaded.history_) == 2
+    assert [e["epoch"] for e in loaded.history_] == [0, 1, 2]  # epoch 0 scored the probe head
