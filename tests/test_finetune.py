@@ -55,7 +55,8 @@ def test_frozen_blocks_are_bit_for_bit_unchanged(stripes, augment):
     X, y = stripes
     backbone = tiny_cnn()
     before = states(backbone)
-    clf = tiny(backbone=backbone, freeze=2, augment=augment, early_stopping=False).fit(X, y)
+    clf = tiny(backbone=backbone, freeze=2, augment=augment, early_stopping=False,
+               batchnorm="train").fit(X, y)  # the trainable block's statistics do move
     after = states(clf.net_.module_.blocks)
     for key in before:
         block = int(key.split(".")[0])
@@ -103,15 +104,16 @@ def test_early_stopping_restores_the_best_epoch(stripes):
     X, y = stripes
     clf = tiny(freeze=0, optimizer="sgd", lr=0.5, max_epochs=25, patience=3,
                validation_fraction=0.25).fit(X, y)
-    losses = clf.history_[:, "valid_loss"]
-    assert len(losses) < 25 and clf.best_epoch_ == clf.history_[int(np.argmin(losses)), "epoch"]
-    assert clf.best_epoch_ < clf.history_[-1, "epoch"]
+    losses, epochs = clf.history_[:, "valid_loss"], clf.history_[:, "epoch"]
+    kept = losses[epochs.index(clf.best_epoch_)]
+    assert len(losses) < 25 and kept <= min(losses) * (1 + 1e-4)  # skorch's relative threshold
+    assert clf.best_epoch_ < epochs[-1]
     # The split is stratified and seeded by random_state: rebuild it and score the kept weights.
     seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
     encoded = np.searchsorted(clf.classes_, y)
     _, valid = train_test_split(np.arange(40), test_size=10, stratify=encoded, random_state=seed)
     loss = log_loss(encoded[valid], clf.predict_proba(X[valid]), labels=[0, 1])
-    assert loss == pytest.approx(min(losses), rel=1e-4)
+    assert loss == pytest.approx(kept, rel=1e-4)
 
 
 def test_cached_and_uncached_training_agree(stripes, monkeypatch):
