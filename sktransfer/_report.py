@@ -392,9 +392,8 @@ def _depth_sentences(finetune, metric):
         sentences.append(sentence)
     if len(finetune):
         sentences.append(
-            "Each fine-tuning started from the output layer a linear probe fits exactly on "
-            "the pretrained features (LP-FT), scored as epoch 0 so that early stopping can "
-            "keep it, and kept the trainable blocks' BatchNorm statistics fixed.")
+            "Fine-tuning kept the BatchNorm statistics of the trainable blocks fixed "
+            "(inference mode) while their weights trained.")
     for _, row in finetune[finetune["freeze"] == CHOSEN_BY_CV].iterrows():
         backbone = f" ({row['backbone']})" if isinstance(row.get("backbone"), str) else ""
         sentences.append(

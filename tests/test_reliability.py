@@ -44,7 +44,7 @@ def test_classifier_round_trips_through_a_safe_file(stripes, tmp_path, monkeypat
     assert loaded.predict(X).tolist() == model.predict(X).tolist()
     assert loaded.classes_.dtype == model.classes_.dtype and loaded.n_frozen_ == 3
     assert loaded.get_params()["class_weight"] == {"h": 2.0}
-    assert [e["epoch"] for e in loaded.history_] == [e["epoch"] for e in model.history_] == [0, 1, 2]
+    assert [e["epoch"] for e in loaded.history_] == [e["epoch"] for e in model.history_] == [1, 2]
     assert loaded.best_epoch_ == model.best_epoch_
 
 
@@ -123,9 +123,9 @@ def test_ctrl_c_keeps_the_best_weights_marks_and_propagates(stripes, monkeypatch
                                device="cpu", random_state=0, validation_fraction=0.25)
     with pytest.raises(KeyboardInterrupt, match="interrupted in epoch 4"):
         model.fit(X, y)
-    assert model.interrupted_ and [e["epoch"] for e in model.history_] == [0, 1, 2, 3, 4]
+    assert model.interrupted_ and [e["epoch"] for e in model.history_] == [1, 2, 3, 4]
     losses = [epoch.get("valid_loss") for epoch in model.history_[:-1]]  # the complete epochs
-    assert model.best_epoch_ == int(np.argmin(losses))
+    assert model.best_epoch_ == int(np.argmin(losses)) + 1
     assert model.predict(X).shape == (40,)
 
 
@@ -277,4 +277,4 @@ def test_pickles_hold_what_prediction_needs_and_warm_start_still_works(stripes):
     loaded = pickle.loads(payload)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     loaded.set_params(warm_start=True).fit(X, y)
-    assert [e["epoch"] for e in loaded.history_] == [0, 1, 2]  # epoch 0 scored the probe head
+    assert [e["epoch"] for e in loaded.history_] == [1, 2]

@@ -16,7 +16,7 @@ from sktransfer._linear_head import LOGISTIC_CS, RIDGE_ALPHAS
 
 def resnet(estimator=FineTuneClassifier, **params):
     return estimator(**{"backbone": "resnet18", "weights": None, "image_size": 16,
-                        "device": "cpu", "random_state": 0, **params})
+                        "device": "cpu", "random_state": 0, "head_init": "probe", **params})
 
 
 def batchnorm_state(model):
@@ -77,7 +77,8 @@ def test_epoch_0_is_scored_and_can_be_the_restored_best(stripes):
 
 def test_a_random_head_starts_training_at_epoch_1(stripes):
     X, y = stripes
-    model = resnet(freeze="all", head_init="random", max_epochs=2).fit(X, y)
+    model = FineTuneClassifier("resnet18", weights=None, image_size=16, device="cpu",
+                               freeze="all", max_epochs=2).fit(X, y)  # the default head
     assert [row["epoch"] for row in model.history_] == [1, 2]
 
 

@@ -1,0 +1,125 @@
+"""Fine-tuning on small data: BatchNorm mode x head init x freeze depth, against the probe.
+
+Accuracy on held-out images (and fit seconds) of ``FineTuneClassifier`` with
+``batchnorm`` in {"frozen", "train"}, ``head_init`` in {"probe", "random"} and ``freeze``
+in {"all", two thirds (6 of efficientnet_lite0's 9 blocks), 0}, against the linear probe
+(``CNNFeatureExtractor`` + ``StandardScaler`` + ``LogisticRegression``, the comparison
+study's row), on data built offline:
+
+- faces: scikit-image's LFW subset (faces vs other), 20 training images per class, 160 test;
+- textures: brick, grass and gravel patches (scikit-image), 10 per class, 50 test per class
+  from the other half of each photo;
+- photos: crops of three scikit-image photos (examples/make_photo_crops.py), 20 per class,
+  20 test per class;
+- digits: scikit-learn's digits, 2/3 training (1,198 images), the compare quick preset
+  (48 px, 5 epochs).
+
+Each set runs with several seeds (a new split per seed); the defaults are
+``batchnorm="frozen"``, ``head_init="probe"`` and, before issue 22, ``"train"``/``"random"``.
+
+    python benchmarks/bench_small_data.py [--sets faces textures photos digits] [--seeds 3]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from _common import machine, print_table
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier
+from sktransfer.datasets import load_digits_images, load_image_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+
+def faces(seed):
+    from skimage.data import lfw_subset
+
+    X, y = (lfw_subset() * 255).astype(np.uint8), np.repeat(["face", "other"], 100)
+    return train_test_split(X, y, train_size=40, stratify=y, random_state=seed)
+
+
+def textures(seed, side=48):
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    parts = {"train": ([], []), "test": ([], [])}
+    for name in ("brick", "grass", "gravel"):
+        photo = getattr(data, name)()
+        for part, rows, count in (("train", (0, 256 - side), 10), ("test", (256, 512 - side), 50)):
+            for _ in range(count):
+                top, left = rng.integers(*rows), rng.integers(0, 512 - side)
+                parts[part][0].append(photo[top:top + side, left:left + side])
+                parts[part][1].append(name)
+    (X_train, y_train), (X_test, y_test) = parts["train"], parts["test"]
+    return np.array(X_train), np.array(X_test), np.array(y_train), np.array(y_test)
+
+
+def photos(seed):
+    from make_photo_crops import write_crops
+
+    folder = tempfile.mkdtemp()
+    write_crops(folder, per_class=40, size=64, seed=seed)
+    X, y = load_image_folder(folder)
+    X = np.asarray(X, dtype=object)
+    return train_test_split(X, y, train_size=60, stratify=y, random_state=seed)
+
+
+def digits(seed):
+    X, y = load_digits_images()
+    return train_test_split(X, y, train_size=2 / 3, stratify=y, random_state=seed)
+
+
+SETS = {"faces": (faces, 64, None), "textures": (textures, 64, None),
+        "photos": (photos, 64, None), "digits": (digits, 48, 5)}
+
+
+def recipes(image_size, epochs):
+    common = dict(image_size=image_size, device="cpu", max_epochs=epochs)
+    yield "probe (features + logistic regression)", lambda seed: make_pipeline(
+        CNNFeatureExtractor(image_size=image_size, device="cpu"), StandardScaler(),
+        LogisticRegression(max_iter=2000))
+    for freeze in ("all", 6, 0):
+        for head_init in ("probe", "random"):
+            for batchnorm in (("frozen",) if freeze == "all" else ("frozen", "train")):
+                name = f"freeze={freeze!r} batchnorm={batchnorm} head_init={head_init}"
+                yield name, lambda seed, f=freeze, b=batchnorm, h=head_init: FineTuneClassifier(
+                    freeze=f, batchnorm=b, head_init=h, random_state=seed, **common)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    print(machine())
+    for name in args.sets:
+        make_data, image_size, epochs = SETS[name]
+        splits = [make_data(seed) for seed in range(args.seeds)]
+        rows = []
+        for recipe, make_model in recipes(image_size, epochs):
+            scores, seconds = [], []
+            for seed, (X_train, X_test, y_train, y_test) in enumerate(splits):
+                start = time.perf_counter()
+                model = make_model(seed).fit(X_train, y_train)
+                seconds.append(time.perf_counter() - start)
+                scores.append(model.score(X_test, y_test))
+            rows.append({"recipe": recipe, "accuracy": f"{np.mean(scores):.3f} ± {np.std(scores):.3f}",
+                         "per seed": " ".join(f"{s:.3f}" for s in scores),
+                         "fit s": f"{np.mean(seconds):.1f}"})
+            print(rows[-1], flush=True)
+        X_train, X_test = splits[0][0], splits[0][1]
+        print_table(f"{name}: {len(X_train)} training, {len(X_test)} test images, "
+                    f"{image_size} px, {args.seeds} seeds", rows,
+                    ["recipe", "accuracy", "per seed", "fit s"])
+
+
+if __name__ == "__main__":
+    main()
