@@ -15,6 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sktransfer"
 LAYERS = {
     # 0: no sktransfer imports at all
     "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0, "_compile": 0,
+    "_linear_head": 0,
     "_allocator": 0,
     "datasets": 0, "dask": 0, "cli": 0, "__init__": 0,
     # 1: files and images
