@@ -256,6 +256,11 @@ class FineTuneBase(NetworkEstimator):
 
     def _fit(self, X, y, *, epochs, warm, sample_weight=None, range_test_only=None,
              **target_options):
+        if epochs is None and self.max_epochs == 0 and self.head_init != "probe":
+            raise ValueError(
+                "max_epochs=0 keeps the head as it starts, and only head_init='probe' fits "
+                f"it (head_init={self.head_init!r} starts it at random). Use "
+                "head_init='probe', or max_epochs >= 1.")
         images, device = self._check_runtime(X, reset=not warm)
         sample_weight = check_sample_weight(sample_weight, len(images))  # before any state
         y = self._encode_targets(y, len(images), warm=warm, **target_options)

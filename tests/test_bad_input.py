@@ -150,7 +150,7 @@ PARAMETERS = [  # id, estimator factory, params, error, message
     ("optimizer name", classifier, {"optimizer": "adam2"}, ValueError, "optimizer"),
     ("optimizer class", classifier, {"optimizer": dict}, TypeError, "torch.optim.Optimizer"),
     ("weight_decay", classifier, {"weight_decay": -1.0}, ValueError, "weight_decay"),
-    ("max_epochs zero", classifier, {"max_epochs": 0}, ValueError, "max_epochs"),
+    ("max_epochs zero", classifier, {"max_epochs": 0}, ValueError, "max_epochs=0.*head_init='probe'"),
     ("patience zero", classifier, {"patience": 0}, ValueError, "patience"),
     ("validation_fraction", classifier, {"validation_fraction": 1.5}, ValueError, "validation_fraction"),
     ("validation too small", classifier, {"validation_fraction": 0.01}, ValueError, "validation_fraction=0.01"),
