@@ -92,6 +92,10 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         Blocks of the backbone.
     n_frozen_ : int
         Frozen bottom blocks.
+    batchnorm_ : {"frozen", "train"}
+        The BatchNorm mode ``batchnorm`` resolved to.
+    head_init_ : {"probe", "random"}
+        How the head started (``head_init`` resolved).
     preprocessing_ : Preprocessing
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
@@ -120,7 +124,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
-                 batch_size=32, batchnorm="frozen", head_init="random", early_stopping=True,
+                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping=True,
                  patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,

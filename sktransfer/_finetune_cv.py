@@ -94,7 +94,8 @@ class FineTuneClassifierCV(FineTuneClassifier):
         With ``GridSearchCV``'s keys: ``params``, ``param_freeze``,
         ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
         ``rank_test_score``, ``mean_fit_time``, ... (``pandas.DataFrame`` takes it).
-    n_frozen_, classes_, net_, history_, best_epoch_ : as in :class:`FineTuneClassifier`
+    n_frozen_, batchnorm_, head_init_, classes_, net_, history_, best_epoch_ : as in
+        :class:`FineTuneClassifier`
         Of the model refitted on all the data at the chosen depth.
 
     Examples
@@ -124,7 +125,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet",
                  freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
-                 batch_size=32, batchnorm="frozen", head_init="random", early_stopping=True, patience=3, validation_fraction=0.15,
+                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping=True, patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32", compile=False):

@@ -10,9 +10,8 @@ frozen it *is* the probe.
 import numpy as np
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
-#: Ridge penalties chosen among by efficient leave-one-out, on standardized features.
+#: Ridge penalties chosen among by efficient leave-one-out, on the scaled features.
 RIDGE_ALPHAS = tuple(np.logspace(-2, 5, 8))
 #: Inverse L2 penalties of the logistic probe, chosen by an inner CV on the log loss.
 #: Short, and no weaker than the comparison's own logistic regression (C=1): the
@@ -37,7 +36,8 @@ def fit_linear_head(features, y, kind, *, n_outputs, sample_weight=None, class_w
         matrix; ``"quantities"``: standardized targets, one column per output.
     kind : {"classes", "tags", "quantities"}
         Multinomial logistic regression, one logistic regression per tag, or ridge
-        regression; each on standardized features, its penalty chosen by inner CV.
+        regression; each on the centred features scaled by one common factor (see
+        :func:`scale_features`), its penalty chosen by inner CV.
     sample_weight : ndarray of shape (n_samples,), default=None
     class_weight : dict of int to float, default=None
         Loss weight of each class index (classes only).
@@ -45,24 +45,41 @@ def fit_linear_head(features, y, kind, *, n_outputs, sample_weight=None, class_w
     Returns
     -------
     weight, bias : ndarray
-        The head on the raw features (the standardization folded in).
+        The head on the raw features (the scaling folded in).
     """
-    scaler = StandardScaler().fit(features, sample_weight=sample_weight)
-    standardized = scaler.transform(features)
+    mean, scale = scale_features(features, sample_weight)
+    scaled = (features - mean) / scale
     if kind == "quantities":
-        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(standardized, y, sample_weight=sample_weight)
+        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaled, y, sample_weight=sample_weight)
         coef, intercept = model.coef_.reshape(n_outputs, -1), np.reshape(model.intercept_, -1)
     elif kind == "classes":
-        coef, intercept = _logistic(standardized, y, n_outputs, sample_weight, class_weight,
+        coef, intercept = _logistic(scaled, y, n_outputs, sample_weight, class_weight,
                                     random_state)
     else:
-        heads = [_logistic(standardized, y[:, tag].astype(int), 2, sample_weight, None,
+        heads = [_logistic(scaled, y[:, tag].astype(int), 2, sample_weight, None,
                            random_state)
                  for tag in range(n_outputs)]
         coef = np.stack([c[1] - c[0] for c, _ in heads])  # sigmoid(z) = softmax([0, z])[1]
         intercept = np.array([b[1] - b[0] for _, b in heads])
-    weight = coef / scaler.scale_
-    return weight.astype(np.float32), (intercept - weight @ scaler.mean_).astype(np.float32)
+    weight = coef / scale
+    return weight.astype(np.float32), (intercept - weight @ mean).astype(np.float32)
+
+
+def scale_features(features, sample_weight=None):
+    """Per-feature means and one common scale: the root mean square of the centred features.
+
+    Not per-feature standardization: on a few dozen images many pooled features are
+    nearly constant, and dividing by their tiny spread turns a test image's ordinary
+    value into thousands of standard deviations. Measured on the few-shot sets of
+    benchmarks/bench_small_data.py, logistic regression on per-feature standardized
+    features scored 0.944 on the textures and 0.963 on the faces, on commonly scaled
+    ones 0.991 and 0.975; ridge's R² on the brick-share patches fell to -5.5 on two of
+    three splits (0.87-0.89 commonly scaled). One common factor only sets the penalty's
+    scale, as the network's own head sees the features.
+    """
+    mean = np.average(features, axis=0, weights=sample_weight)
+    spread = np.average(np.square(features - mean).mean(axis=1), weights=sample_weight)
+    return mean, float(np.sqrt(spread)) or 1.0
 
 
 def _logistic(features, y, n_outputs, sample_weight, class_weight, random_state):

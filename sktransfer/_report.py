@@ -7,6 +7,7 @@ import numpy as np
 from ._compare import CHOSEN_BY_CV, MIN_TEST_IMAGES, probe_table
 from ._probe import plot_layer_probe, score_column
 from ._tasks import metric_label
+from ._trainable import BATCHNORM_TRAIN_FROM
 
 KIND_COLORS = {"classical": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
                "scratch": "#d62728"}
@@ -391,9 +392,7 @@ def _depth_sentences(finetune, metric):
             sentence += " With freeze=all only the new output layer is trained."
         sentences.append(sentence)
     if len(finetune):
-        sentences.append(
-            "Fine-tuning kept the BatchNorm statistics of the trainable blocks fixed "
-            "(inference mode) while their weights trained.")
+        sentences.append(_finetune_settings(finetune))
     for _, row in finetune[finetune["freeze"] == CHOSEN_BY_CV].iterrows():
         backbone = f" ({row['backbone']})" if isinstance(row.get("backbone"), str) else ""
         sentences.append(
@@ -487,3 +486,19 @@ def _text(value):
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _finetune_settings(finetune):
+    """What the fine-tuning rows' "auto" settings resolved to, in words."""
+    sizes = finetune["n_train"] if "n_train" in finetune else []
+    small = [n < BATCHNORM_TRAIN_FROM for n in sizes]
+    if all(small):
+        batchnorm = "kept the BatchNorm statistics of the trainable blocks fixed (inference mode)"
+    elif not any(small):
+        batchnorm = "updated the BatchNorm statistics of the trainable blocks from each batch"
+    else:
+        batchnorm = ("kept the BatchNorm statistics of the trainable blocks fixed with fewer "
+                     f"than {BATCHNORM_TRAIN_FROM} training images and updated them from each "
+                     "batch with more")
+    return (f"Fine-tuning {batchnorm}. With freeze=all the new head was fit exactly on the "
+            "frozen features (the linear probe); at other depths it started at random.")

@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer
 
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, FineTuneRegressor
 from sktransfer._linear_head import LOGISTIC_CS, RIDGE_ALPHAS
@@ -17,6 +17,12 @@ from sktransfer._linear_head import LOGISTIC_CS, RIDGE_ALPHAS
 def resnet(estimator=FineTuneClassifier, **params):
     return estimator(**{"backbone": "resnet18", "weights": None, "image_size": 16,
                         "device": "cpu", "random_state": 0, "head_init": "probe", **params})
+
+
+def common_scaling(features):
+    """Centre each feature and divide all by one number, their root mean square."""
+    mean = features.mean(axis=0)
+    return FunctionTransformer(lambda f: (f - mean) / (features - mean).std())
 
 
 def batchnorm_state(model):
@@ -45,7 +51,7 @@ def test_all_frozen_with_a_probe_head_is_the_probe(stripes):
     features = CNNFeatureExtractor("resnet18", weights=None, image_size=16,
                                    device="cpu").fit_transform(X)
     seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
-    probe = make_pipeline(StandardScaler(), GridSearchCV(
+    probe = make_pipeline(common_scaling(features), GridSearchCV(
         LogisticRegression(max_iter=1000), {"C": LOGISTIC_CS}, scoring="neg_log_loss",
         cv=StratifiedKFold(3, shuffle=True, random_state=seed))).fit(features, y)
     np.testing.assert_allclose(model.predict_proba(X), probe.predict_proba(features), atol=1e-4)
@@ -58,7 +64,8 @@ def test_a_regressor_all_frozen_is_the_ridge_probe(stripes):
     model = resnet(FineTuneRegressor, freeze="all", early_stopping=False).fit(X, target)
     features = CNNFeatureExtractor("resnet18", weights=None, image_size=16,
                                    device="cpu").fit_transform(X)
-    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(features, target)
+    probe = make_pipeline(common_scaling(features),
+                          RidgeCV(alphas=RIDGE_ALPHAS)).fit(features, target)
     np.testing.assert_allclose(model.predict(X), probe.predict(features), rtol=1e-4, atol=1e-4)
 
 
@@ -78,7 +85,7 @@ def test_epoch_0_is_scored_and_can_be_the_restored_best(stripes):
 def test_a_random_head_starts_training_at_epoch_1(stripes):
     X, y = stripes
     model = FineTuneClassifier("resnet18", weights=None, image_size=16, device="cpu",
-                               freeze="all", max_epochs=2).fit(X, y)  # the default head
+                               freeze="all", head_init="random", max_epochs=2).fit(X, y)
     assert [row["epoch"] for row in model.history_] == [1, 2]
 
 
@@ -111,3 +118,60 @@ def test_the_few_samples_message_names_a_number_that_fits(n_classes, validation_
     fit(needed)  # fits
     with pytest.raises(ValueError, match=f"at least {needed} images of each class"):
         fit(needed - 1)
+
+
+def test_auto_batchnorm_trains_the_statistics_from_enough_images(stripes, monkeypatch):
+    import sktransfer._trainable as trainable
+
+    X, y = stripes  # 40 images
+
+    def statistics_after(threshold):
+        monkeypatch.setattr(trainable, "BATCHNORM_TRAIN_FROM", threshold)
+        model = resnet(freeze=0, max_epochs=1, early_stopping=False, head_init="random",
+                       batchnorm="auto").fit(X, y)
+        return model.batchnorm_, batchnorm_state(model.net_.module_)[0]
+
+    start = batchnorm_state(resnet(freeze=0, max_epochs=0, early_stopping=False)
+                            .fit(X, y).net_.module_)[0]
+    mode, few = statistics_after(41)  # 40 images are fewer
+    assert mode == "frozen" and all(torch.equal(a, b) for a, b in zip(few, start))
+    mode, enough = statistics_after(40)
+    assert mode == "train" and not any(torch.equal(a, b) for a, b in zip(enough, start))
+
+
+def test_auto_head_is_the_probe_only_when_every_block_is_frozen(stripes):
+    X, y = stripes
+    frozen = resnet(freeze="all", head_init="auto").fit(X, y)
+    assert frozen.head_init_ == "probe"
+    assert [row["epoch"] for row in frozen.history_] == [0]  # the probe scored, no training
+    probe = resnet(freeze="all", head_init="probe").fit(X, y)
+    np.testing.assert_array_equal(frozen.predict_proba(X), probe.predict_proba(X))
+    trained = resnet(freeze=1, head_init="auto", max_epochs=1).fit(X, y)
+    assert trained.head_init_ == "random"
+    assert [row["epoch"] for row in trained.history_] == [1]  # no probe start to score
+    with pytest.raises(ValueError, match="head_init='probe', or max_epochs >= 1"):
+        resnet(freeze=1, head_init="auto", max_epochs=0).fit(X, y)
+
+
+def test_the_resolved_settings_survive_a_safe_file(stripes, tmp_path):
+    from sktransfer import load, save
+
+    X, y = stripes
+    model = resnet(freeze=1, max_epochs=1, head_init="auto", batchnorm="auto").fit(X, y)
+    save(model, tmp_path / "model")
+    loaded = load(tmp_path / "model")
+    assert (loaded.batchnorm_, loaded.head_init_) == ("frozen", "random")
+    assert loaded.net_.module_.batchnorm == "frozen"
+
+
+def test_the_report_says_what_batchnorm_did():
+    import pandas as pd
+
+    from sktransfer._report import _finetune_settings
+
+    def sentence(*sizes):
+        return _finetune_settings(pd.DataFrame({"n_train": sizes}))
+
+    assert "kept the BatchNorm statistics" in sentence(40, 120)
+    assert "updated the BatchNorm statistics" in sentence(1198)
+    assert "fewer than 500 training images" in sentence(120, 1198)
