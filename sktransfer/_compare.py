@@ -422,7 +422,7 @@ class _Study:
         predict_seconds = time.perf_counter() - start
         return _Outcome(self.task.scores(y[fold.test], predicted), fit_seconds,
                         predict_seconds, len(fold.train), len(fold.test),
-                        model.get_params().get("early_stopping"))
+                        getattr(model, "early_stopping_", None))
 
     def inner_cv(self, train):
         """The inner splitter of a training part, or None when it has too few images."""
@@ -676,8 +676,8 @@ def _feature_block(layer, backbone):
 
 def _early_stopping(y_train, task):
     """Early-stopping settings that leave every class in both parts, or none."""
-    if not task.stratified:  # enough images to hold some out, or none
-        return {} if len(y_train) >= 20 else {"early_stopping": False}
+    if not task.stratified:  # early_stopping="auto" holds images out from enough of them
+        return {}
     _, counts = np.unique(y_train, return_counts=True)
     if counts.min() < 3:
         return {"early_stopping": False}

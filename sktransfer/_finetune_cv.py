@@ -266,9 +266,9 @@ class FineTuneClassifierCV(FineTuneClassifier):
 
     def _check_folds_can_stop_early(self, y, splits):
         """Each fold's training part must hold a validation part: told before any training."""
-        if not self.early_stopping:
-            return
         for fold, (train, _) in enumerate(splits):
+            if not self._stops_early(len(train)):
+                continue
             try:
                 self._validation_split(self._encode_targets(y[train], len(train), warm=True), 0)
             except ValueError as error:

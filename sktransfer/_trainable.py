@@ -51,6 +51,9 @@ DEFAULT_EPOCHS = 20
 #: ``batchnorm="auto"`` updates BatchNorm statistics from this many training images on
 #: (benchmarks/README.md, small-data fine-tuning).
 BATCHNORM_TRAIN_FROM = 500
+#: ``early_stopping="auto"`` stops early when the validation part holds this many images:
+#: on fewer, one noisy loss stopped training too soon (benchmarks/README.md).
+MIN_VALIDATION_IMAGES = 50
 
 #: numpydoc entries of the training parameters; class docstrings name them as {name}.
 TRAINING_PARAMETER_DOCS = {
@@ -94,10 +97,14 @@ TRAINING_PARAMETER_DOCS = {
     "batch_size": """batch_size : int, default=32
         Images per training step. Inference (predict, transform, the frozen blocks'
         outputs) runs in batches sized for speed, as ``CNNFeatureExtractor``'s "auto".""",
-    "early_stopping": """early_stopping : bool, default=True
+    "early_stopping": """early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the training data, stop when the
         validation loss has not improved for ``patience`` epochs, and restore the
-        weights of the best epoch. With a probe head the starting weights
+        weights of the best epoch. ``"auto"`` does so when the validation part
+        holds at least 50 images (334 training images at the default fraction) and
+        otherwise trains every epoch on all of them: on validation parts of 5-9
+        images the loss is too noisy to stop on (benchmarks/README.md). The fitted
+        choice is ``early_stopping_``. With a probe head the starting weights
         are scored as epoch 0 and can be the best: training then ends no worse on
         the validation part than the probe.""",
     "patience": """patience : int, default=3""",
@@ -174,6 +181,8 @@ class FineTuneBase(NetworkEstimator):
     #: they trained the statistics and started from a random head.
     batchnorm = batchnorm_ = "train"
     head_init = head_init_ = "random"
+    #: For models pickled before early stopping's "auto".
+    early_stopping_ = True
 
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
@@ -185,7 +194,7 @@ class FineTuneBase(NetworkEstimator):
         "max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "batchnorm": [StrOptions({"auto", "frozen", "train"})],
         "head_init": [StrOptions({"auto", "probe", "random"})],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "augment": [None, StrOptions({"light"}), callable],
@@ -277,6 +286,7 @@ class FineTuneBase(NetworkEstimator):
         with seeded(seed, device):
             if not warm:
                 self._build_network(resolve_backbone(self.backbone, self.weights), len(y))
+                self.early_stopping_ = self._stops_early(len(y))
                 if epochs is None and self.max_epochs == 0 and self.head_init_ != "probe":
                     raise ValueError(
                         "max_epochs=0 keeps the head as it starts, and only a probe head "
@@ -402,7 +412,7 @@ class FineTuneBase(NetworkEstimator):
 
     def _training_sets(self, images, y, seed, model, device, precision, sample_weight=None):
         """Training and validation sets of the inputs the trainable part needs."""
-        if self.early_stopping:
+        if self.early_stopping_:
             train_index, valid_index = self._validation_split(y, seed)
         else:
             train_index, valid_index = np.arange(len(y)), None
@@ -434,6 +444,12 @@ class FineTuneBase(NetworkEstimator):
 
         return make(train_index, augment), (None if valid_index is None else make(valid_index, None))
 
+    def _stops_early(self, n_samples):
+        """Whether a fit on ``n_samples`` holds images out to stop early."""
+        if self.early_stopping == "auto":
+            return bool(np.ceil(self.validation_fraction * n_samples) >= MIN_VALIDATION_IMAGES)
+        return bool(self.early_stopping)
+
     def _validation_split(self, y, seed):
         """Indices of the training and the validation part (random; subclasses stratify)."""
         n_valid = int(np.ceil(self.validation_fraction * len(y)))
@@ -464,8 +480,8 @@ class FineTuneBase(NetworkEstimator):
             max_epochs=DEFAULT_EPOCHS if self.max_epochs is None else self.max_epochs,
             batch_size=self.batch_size,
             n_train=0 if y_train is None else len(y_train),
-            early_stopping=self.early_stopping, patience=self.patience,
-            checkpoint=self.checkpoint, validation=self.early_stopping,
+            early_stopping=self.early_stopping_, patience=self.patience,
+            checkpoint=self.checkpoint, validation=self.early_stopping_,
             verbose=self.verbose, device=device)
 
     def _forget_training_data(self):
@@ -583,6 +599,7 @@ class FineTuneBase(NetworkEstimator):
             "preprocessing": self.preprocessing_.to_json(),
             "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
             "batchnorm_": self.batchnorm_, "head_init_": self.head_init_,
+            "early_stopping_": self.early_stopping_,
             "lr_": getattr(self, "lr_", self.lr),  # models pickled before lr_ existed
             "history": [{k: v for k, v in epoch.items() if k != "batches"}
                         for epoch in self.history_],
@@ -599,6 +616,7 @@ class FineTuneBase(NetworkEstimator):
         # Files from before these settings resolved per fit: what "auto" gives.
         self.batchnorm_ = self._model.batchnorm = description.get("batchnorm_", self.batchnorm_)
         self.head_init_ = description.get("head_init_", self.head_init_)
+        self.early_stopping_ = description.get("early_stopping_", True)
         self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self._model.load_state_dict(tensors)
         # No training targets here; the rate only matters to a warm fit.

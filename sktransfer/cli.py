@@ -415,9 +415,11 @@ def _compare(args):
 
 def _early_stopping_rule(task):
     """When the study stops fine-tuning early (sktransfer._compare._early_stopping)."""
-    if task.stratified:
-        return "stopping early where every class has at least 3 training images"
-    return "stopping early where the training part has at least 20 images"
+    from ._trainable import MIN_VALIDATION_IMAGES
+
+    rule = (f"stopping early where the validation part holds at least {MIN_VALIDATION_IMAGES} "
+            "images")
+    return rule + (" and every class has at least 3 training images" if task.stratified else "")
 
 
 def _extract(args):

@@ -153,7 +153,7 @@ PARAMETERS = [  # id, estimator factory, params, error, message
     ("max_epochs zero", classifier, {"max_epochs": 0}, ValueError, "max_epochs=0.*head_init='probe'"),
     ("patience zero", classifier, {"patience": 0}, ValueError, "patience"),
     ("validation_fraction", classifier, {"validation_fraction": 1.5}, ValueError, "validation_fraction"),
-    ("validation too small", classifier, {"validation_fraction": 0.01}, ValueError, "validation_fraction=0.01"),
+    ("validation too small", classifier, {"validation_fraction": 0.01, "early_stopping": True}, ValueError, "validation_fraction=0.01"),
     ("augment", classifier, {"augment": "heavy"}, ValueError, "augment"),
     ("class_weight word", classifier, {"class_weight": "auto"}, ValueError, "class_weight"),
     ("class_weight label", classifier, {"class_weight": {"z": 2.0}}, ValueError, "'z'"),

@@ -347,6 +347,7 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
 
     from sktransfer._compare import _early_stopping
     from sktransfer._tasks import task_of
+    from sktransfer._trainable import MIN_VALIDATION_IMAGES
 
     X, y = stripes
     y = y if targets == "classes" else X.mean(axis=(1, 2, 3))
@@ -360,16 +361,16 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
     header = capsys.readouterr().err
     assert "with early stopping" not in header
     # The threshold the header names is the one the study applies.
-    threshold = int(re.search(r"stopping early where .* at least (\d+)", header).group(1))
-    task = task_of(y)
+    validation = int(re.search(r"validation part holds at least (\d+)", header).group(1))
+    assert validation == MIN_VALIDATION_IMAGES
     if targets == "classes":
+        threshold = int(re.search(r"every class has at least (\d+)", header).group(1))
+        task = task_of(y)
+
         def part(n):
             return np.repeat(["h", "v"], n)
-    else:
-        def part(n):
-            return np.linspace(0, 1, n)
-    assert _early_stopping(part(threshold - 1), task) == {"early_stopping": False}
-    assert _early_stopping(part(threshold), task).get("early_stopping", True)
+        assert _early_stopping(part(threshold - 1), task) == {"early_stopping": False}
+        assert _early_stopping(part(threshold), task).get("early_stopping", True)
 
 
 @pytest.mark.parametrize("command", ["finetune", "extract", "compare"])

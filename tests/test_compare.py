@@ -293,9 +293,10 @@ def test_twelve_images_warn_and_enough_do_not(stripes):
     assert "Caution" not in reading(results)
 
 
-def test_the_report_says_where_early_stopping_was_off(stripes, tmp_path):
+def test_the_report_says_where_early_stopping_was_off(stripes, tmp_path, monkeypatch):
     """Two labels per class leave no image of a class to hold out: that row trains
     every epoch, the full training part stops early, and the report says which did which."""
+    monkeypatch.setattr("sktransfer._trainable.MIN_VALIDATION_IMAGES", 2)  # 20 images do
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
                       labels_per_class=(2, "all"), kinds=("finetune",), freeze=("all",),

@@ -103,7 +103,7 @@ def test_per_block_learning_rates(stripes):
 def test_early_stopping_restores_the_best_epoch(stripes):
     X, y = stripes
     clf = tiny(freeze=0, optimizer="sgd", lr=0.5, max_epochs=25, patience=3,
-               validation_fraction=0.25).fit(X, y)
+               validation_fraction=0.25, early_stopping=True).fit(X, y)
     losses, epochs = clf.history_[:, "valid_loss"], clf.history_[:, "epoch"]
     kept = losses[epochs.index(clf.best_epoch_)]
     assert len(losses) < 25 and kept <= min(losses) * (1 + 1e-4)  # skorch's relative threshold

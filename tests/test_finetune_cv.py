@@ -89,7 +89,8 @@ def test_a_search_offers_no_partial_fit():
 def test_folds_too_small_to_stop_early_are_told_before_training(stripes, monkeypatch):
     X, y = stripes
     monkeypatch.setattr(FineTuneClassifier, "fit", lambda *a, **k: pytest.fail("trained"))
-    search = FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=2, **SETTINGS)
+    search = FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=2, early_stopping=True,
+                                  **SETTINGS)
     with pytest.raises(ValueError, match=r"Fold 0 trains on 5 of the 10 samples.*"
                                          r"early_stopping=False.*fewer folds"):
         search.fit(X[:10], y[:10])

@@ -120,7 +120,8 @@ def test_ctrl_c_keeps_the_best_weights_marks_and_propagates(stripes, monkeypatch
     X, y = stripes
     interrupt_at_epoch(monkeypatch, 4)
     model = FineTuneClassifier(tiny_cnn(), image_size=16, max_epochs=20, lr=0.01, patience=10,
-                               device="cpu", random_state=0, validation_fraction=0.25)
+                               device="cpu", random_state=0, validation_fraction=0.25,
+                               early_stopping=True)
     with pytest.raises(KeyboardInterrupt, match="interrupted in epoch 4"):
         model.fit(X, y)
     assert model.interrupted_ and [e["epoch"] for e in model.history_] == [1, 2, 3, 4]
@@ -141,7 +142,8 @@ def test_ctrl_c_stops_a_grid_search(stripes, monkeypatch):
 
 def test_an_uninterrupted_fit_is_not_marked(stripes):
     model = FineTuneClassifier(tiny_cnn(), image_size=8, max_epochs=6, patience=1, lr=0.5,
-                               optimizer="sgd", device="cpu", random_state=0).fit(*stripes)
+                               optimizer="sgd", device="cpu", random_state=0,
+                               early_stopping=True).fit(*stripes)
     assert model.history_[-1, "epoch"] < 6 and not model.interrupted_  # early stopping is no Ctrl-C
 
 

@@ -205,7 +205,8 @@ def test_float_pixels_in_0_255_are_named():
 def test_partial_fit_on_a_batch_that_lacks_a_class(stripes):
     X, y = stripes
     y3 = np.where(np.arange(len(y)) % 4 == 3, "d", y)  # classes h, v, d
-    model = FineTuneClassifier(tiny_cnn(), image_size=8, device="cpu", validation_fraction=0.25)
+    model = FineTuneClassifier(tiny_cnn(), image_size=8, device="cpu", validation_fraction=0.25,
+                               early_stopping=True)
     model.partial_fit(X, y3)
     batch = y3 != "d"
     model.partial_fit(X[batch], y3[batch])  # no 'd' here: not a reason to refuse

@@ -16,7 +16,8 @@ from sktransfer._linear_head import LOGISTIC_CS, RIDGE_ALPHAS
 
 def resnet(estimator=FineTuneClassifier, **params):
     return estimator(**{"backbone": "resnet18", "weights": None, "image_size": 16,
-                        "device": "cpu", "random_state": 0, "head_init": "probe", **params})
+                        "device": "cpu", "random_state": 0, "head_init": "probe",
+                        "early_stopping": True, **params})
 
 
 def common_scaling(features):
@@ -175,3 +176,21 @@ def test_the_report_says_what_batchnorm_did():
     assert "kept the BatchNorm statistics" in sentence(40, 120)
     assert "updated the BatchNorm statistics" in sentence(1198)
     assert "fewer than 500 training images" in sentence(120, 1198)
+
+
+def test_auto_early_stopping_needs_a_validation_part_of_enough_images(stripes, monkeypatch):
+    import sktransfer._trainable as trainable
+
+    X, y = stripes  # 40 images: a validation part of 6 at the default fraction
+
+    def fit():
+        return resnet(freeze=1, head_init="random", max_epochs=2, early_stopping="auto").fit(X, y)
+
+    few = fit()
+    assert not few.early_stopping_ and [row["epoch"] for row in few.history_] == [1, 2]
+    assert "valid_loss" not in few.history_[-1] and few.best_epoch_ == 2
+    monkeypatch.setattr(trainable, "MIN_VALIDATION_IMAGES", 6)
+    enough = fit()
+    assert enough.early_stopping_ and "valid_loss" in enough.history_[-1]
+    monkeypatch.setattr(trainable, "MIN_VALIDATION_IMAGES", 7)
+    assert not fit().early_stopping_

@@ -122,8 +122,9 @@ def test_weights_of_one_train_the_same_model_as_no_weights(discs, make):
     X, y = discs
     target = (y > np.median(y)).astype(int) if "Classifier" in make().__class__.__name__ else y
     target = target[:60]
-    plain = make().set_params(max_epochs=3).fit(X[:60], target)
-    ones = make().set_params(max_epochs=3).fit(X[:60], target, sample_weight=np.ones(60))
+    plain = make().set_params(max_epochs=3, early_stopping=True).fit(X[:60], target)
+    ones = make().set_params(max_epochs=3, early_stopping=True).fit(X[:60], target,
+                                                                    sample_weight=np.ones(60))
     np.testing.assert_allclose(ones.transform(X), plain.transform(X), atol=1e-6)
     assert [e["valid_loss"] for e in ones.history_] == [e["valid_loss"] for e in plain.history_]
 
