@@ -173,9 +173,9 @@ def test_the_report_says_what_batchnorm_did():
     def sentence(*sizes):
         return _finetune_settings(pd.DataFrame({"n_train": sizes}))
 
-    assert "kept the BatchNorm statistics" in sentence(40, 120)
+    assert "kept the BatchNorm statistics" in sentence(40, 60)
     assert "updated the BatchNorm statistics" in sentence(1198)
-    assert "fewer than 500 training images" in sentence(120, 1198)
+    assert "fewer than 100 training images" in sentence(60, 1198)
 
 
 def test_auto_early_stopping_needs_a_validation_part_of_enough_images(stripes, monkeypatch):
