@@ -124,7 +124,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
-                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping=True,
+                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping="auto",
                  patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,

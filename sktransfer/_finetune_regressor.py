@@ -93,7 +93,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0,
                  loss="squared_error", huber_delta=1.0, lr=1e-3, layer_lr_decay=0.75,
                  optimizer="adamw", weight_decay=1e-4, max_epochs=None, batch_size=32,
-                 batchnorm="auto", head_init="auto", early_stopping=True, patience=3, validation_fraction=0.15, augment=None, tta=None,
+                 batchnorm="auto", head_init="auto", early_stopping="auto", patience=3, validation_fraction=0.15, augment=None, tta=None,
                  image_size=None, image_shape=None, device="auto", random_state=None,
                  verbose=0, progress="auto", memory=None, precision="fp32", compile=False, warm_start=False,
                  checkpoint=None):
