@@ -68,7 +68,8 @@ def test_auto_in_a_grid_search_sees_only_the_training_folds(monkeypatch):
 
     monkeypatch.setattr(trainable, "range_test", recording)
     splits = list(KFold(3, shuffle=True, random_state=0).split(X))
-    search = GridSearchCV(FineTuneClassifier(tiny_cnn(), lr="auto", **dict(FAST, max_epochs=1)),
+    search = GridSearchCV(FineTuneClassifier(tiny_cnn(), lr="auto", early_stopping=True,
+                                             **dict(FAST, max_epochs=1)),
                           {"layer_lr_decay": [0.5, 1.0]}, cv=splits, refit=False).fit(X, y)
     assert len(seen) == 6 and np.isfinite(search.cv_results_["mean_test_score"]).all()
     for images in seen:
