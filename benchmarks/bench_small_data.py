@@ -10,7 +10,7 @@ study's row), on data built offline:
 - textures: brick, grass and gravel patches (scikit-image), 10 per class, 50 test per class
   from the other half of each photo;
 - photos: crops of three scikit-image photos (examples/make_photo_crops.py), 20 per class,
-  20 test per class;
+  80 test per class;
 - digits: scikit-learn's digits, 2/3 training (1,198 images), the compare quick preset
   (48 px, 5 epochs);
 - digits150, digits400: the same with 150 or 400 training images (the rest test), where
@@ -76,7 +76,7 @@ def photos(seed):
     from make_photo_crops import write_crops
 
     folder = tempfile.mkdtemp()
-    write_crops(folder, per_class=40, size=64, seed=seed)
+    write_crops(folder, per_class=100, size=64, seed=seed)
     X, y = load_image_folder(folder)
     X = np.asarray(X, dtype=object)
     return train_test_split(X, y, train_size=60, stratify=y, random_state=seed)
