@@ -7,7 +7,7 @@ import numpy as np
 from ._compare import CHOSEN_BY_CV, MIN_TEST_IMAGES, probe_table
 from ._probe import plot_layer_probe, score_column
 from ._tasks import metric_label
-from ._trainable import BATCHNORM_TRAIN_FROM
+from ._trainable import BATCHNORM_TRAIN_FROM, batchnorm_mode
 
 KIND_COLORS = {"classical": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
                "scratch": "#d62728"}
@@ -491,7 +491,7 @@ def _text(value):
 def _finetune_settings(finetune):
     """What the fine-tuning rows' "auto" settings resolved to, in words."""
     sizes = finetune["n_train"] if "n_train" in finetune else []
-    small = [n < BATCHNORM_TRAIN_FROM for n in sizes]
+    small = [batchnorm_mode("auto", n) == "frozen" for n in sizes]  # compare's default
     if all(small):
         batchnorm = "kept the BatchNorm statistics of the trainable blocks fixed (inference mode)"
     elif not any(small):

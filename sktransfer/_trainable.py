@@ -55,6 +55,14 @@ BATCHNORM_TRAIN_FROM = 100
 #: on fewer, one noisy loss stopped training too soon (benchmarks/README.md).
 MIN_VALIDATION_IMAGES = 50
 
+
+def batchnorm_mode(batchnorm, n_samples):
+    """``"frozen"`` or ``"train"``: what ``batchnorm`` means for a fit on ``n_samples``."""
+    if batchnorm == "auto":
+        return "frozen" if n_samples < BATCHNORM_TRAIN_FROM else "train"
+    return batchnorm
+
+
 #: numpydoc entries of the training parameters; class docstrings name them as {name}.
 TRAINING_PARAMETER_DOCS = {
     "freeze": """freeze : int or "all", default=0
@@ -362,9 +370,7 @@ class FineTuneBase(NetworkEstimator):
         self.head_init_ = self.head_init
         if self.head_init == "auto":
             self.head_init_ = "probe" if self.n_frozen_ == self.n_blocks_ else "random"
-        self.batchnorm_ = self.batchnorm
-        if self.batchnorm == "auto":
-            self.batchnorm_ = "frozen" if n_samples < BATCHNORM_TRAIN_FROM else "train"
+        self.batchnorm_ = batchnorm_mode(self.batchnorm, n_samples)
         self._block_shapes = block_output_shapes(backbone.blocks, self.preprocessing_)
         width = pooled_width(self._block_shapes[-1])
         self._model = TransferNet(backbone.blocks, width, self._n_outputs(), self.n_frozen_,
