@@ -6,12 +6,12 @@
    setting moves the suite to CUDA). Then direct checks:
    device="auto" runs on CUDA with features equal to the CPU's (max abs. difference
    over max abs. value <= 1e-4; again with TF32 off, to tell TF32 rounding from a bug);
-   compile=True gives the eager features without falling back (and its first
-   transform's time, with the compile); fp16 and bf16 extraction close to fp32;
+   backend="auto" runs torch on the GPU (ONNX Runtime is for the CPU: nothing exported);
+   fp16 and bf16 extraction close to fp32;
    FineTuneClassifier fits one epoch on CUDA
    (fp32 and bf16), predicts, and survives sktransfer.save / load.
 2. Extraction speed: efficientnet_lite0 (embedded ImageNet weights), uint8 images at
-   224 px, ``transform`` in fp32/fp16/bf16 and compiled against a plain loop (model.eval(),
+   224 px, ``transform`` in fp32/fp16/bf16 against a plain loop (model.eval(),
    inference_mode, fp32 NCHW, batch 64, preprocessing on the CPU as sktransfer does it),
    contenders alternated, median of 3 rounds after a warm-up.
 3. Fine-tuning speed: one epoch (freeze=0, batch 64) against a hand-written loop.
@@ -156,7 +156,12 @@ def extraction_checks(device, image_size):
     if on_gpu:
         rows.append(tf32_off_check(device, images, settings, reference))
 
-    rows.append(compile_check(device, images, settings, fp32))
+    rows.append(check_row(f'backend="auto" on {device.type} runs '
+                          f'{"torch" if on_gpu else "onnxruntime"}',
+                          extractor._inference.backend == ("torch" if on_gpu else "onnxruntime")
+                          and bool(extractor._inference.networks) != on_gpu,
+                          f"backend {extractor._inference.backend}; exported parts: "
+                          f"{len(extractor._inference.networks)}"))
     for precision in ("fp16", "bf16"):
         name = f"{precision} features vs fp32 (<= {HALF_TOLERANCE[precision]:g})"
         if precision == "fp16" and device.type != "cuda":
@@ -169,26 +174,6 @@ def extraction_checks(device, image_size):
         rows.append(check_row(name, finite and error <= HALF_TOLERANCE[precision],
                               f"max rel. diff {error:.1e}; all finite: {finite}"))
     return rows
-
-
-def compile_check(device, images, settings, eager):
-    """compile=True on the device: the eager features, without falling back."""
-    import warnings
-
-    from sktransfer import CNNFeatureExtractor, CompileWarning
-
-    extractor = CNNFeatureExtractor(device=str(device), compile=True, **settings).fit(images[:1])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        began = time.perf_counter()
-        features = extractor.transform(images)
-        seconds = time.perf_counter() - began
-    fell_back = [str(w.message)[:200] for w in caught if issubclass(w.category, CompileWarning)]
-    error = relative_difference(features, eager)
-    return check_row(f"compile=True features vs eager (<= {FP32_TOLERANCE:g})",
-                     not fell_back and error <= FP32_TOLERANCE,
-                     f"max rel. diff {error:.1e}; first transform, with the compile: "
-                     f"{seconds:.1f} s" + (f"; fell back: {fell_back[0]}" if fell_back else ""))
 
 
 def gpu_memory_used(device, run):
@@ -287,8 +272,6 @@ def extraction_speed(device, images, rounds):
     ours.update({f"sktransfer {p}": CNNFeatureExtractor(batch_size=BATCH, precision=p, **common)
                  for p in halves})
     ours["sktransfer fp32, batch auto"] = CNNFeatureExtractor(**common)
-    # the race's warm-up call compiles it: the rounds time the steady state
-    ours["sktransfer fp32 compiled"] = CNNFeatureExtractor(batch_size=BATCH, compile=True, **common)
     for extractor in ours.values():
         extractor.fit(images[:1])
     first = ours["sktransfer fp32"]

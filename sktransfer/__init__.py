@@ -10,24 +10,24 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "BlockInfo": "_backbones",
-    "CompileWarning": "_compile",
     "CNNFeatureExtractor": "_features",
     "FineTuneClassifier": "_finetune",
     "FineTuneClassifierCV": "_finetune_cv",
     "FineTuneRegressor": "_finetune_regressor",
     "HOGFeatures": "_hog",
+    "OnnxFallbackWarning": "_onnx",
     "PixelFeatures": "_pixels",
     "WeightsUnavailableError": "_weights",
     "backbone_blocks": "_backbones",
     "compare": "_compare",
     "datasets": None,
+    "export_onnx": "_export",
     "list_backbones": "_backbones",
     "load": "_persistence",
     "plot_layer_probe": "_probe",
     "probe_layers": "_probe",
     "read_images": "_images",
     "save": "_persistence",
-    "tune_allocator": "_allocator",
     "write_report": "_report",
 }
 

@@ -20,7 +20,7 @@ from torch import nn
 from ._cache import cached_rows, check_cache_folder
 from ._device import PRECISIONS, resolve_device, resolve_precision
 from ._images import check_images
-from ._inference import prepare_inference
+from ._inference import BACKENDS, prepare_inference, resolve_backend
 
 #: Parameters that every estimator running a network shares, checked in ``fit``.
 NETWORK_PARAMETER_CONSTRAINTS = {
@@ -33,7 +33,7 @@ NETWORK_PARAMETER_CONSTRAINTS = {
     "progress": [StrOptions({"auto"}), "boolean"],
     "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     "precision": [StrOptions(set(PRECISIONS))],
-    "compile": [StrOptions({"auto"}), "boolean"],
+    "backend": [StrOptions(set(BACKENDS))],
 }
 
 #: numpydoc entries of the shared parameters; class docstrings name them as {name}.
@@ -60,17 +60,13 @@ NETWORK_PARAMETER_DOCS = {
         "bf16" runs in bfloat16 autocast: about 2-3x faster on CPUs with native bf16
         (AVX-512 BF16 or AMX) and on recent GPUs; on a CPU without it, where bf16
         is emulated 20x slower, it warns and runs in fp32. "fp16" is for CUDA.""",
-    "compile": """compile : bool or "auto", default=False
-        Run the network through ``torch.compile`` in transform, predict and fit's
-        pass through frozen blocks: the same results to float rounding, 1.4-1.6x
-        faster at steady state for efficientnet_lite0 at 224 px on a 2-core CPU,
-        after a compile of 20-30 s (about 2 s for another network of the same
-        architecture in the same process). "auto" compiles when the rest of a
-        transform repays the compile, judged from its first batches (on a GPU: when
-        400 batches or more remain), or once the time the network has run uncompiled
-        in this process would have paid for it (many short calls). A network that
-        cannot compile runs uncompiled, with one warning per compile. Training is
-        not compiled: on a CPU it gained nothing (benchmarks/).""",
+    "backend": """backend : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the fitted network in transform and predict (and through frozen
+        blocks in fit). "auto" is ONNX Runtime on the CPU in fp32, 2-4x faster than
+        torch there (benchmarks/), and torch on GPUs and in bf16/fp16. ONNX Runtime
+        runs the network exported once per process (about a second for a mobile
+        network), the same features to float rounding; a network that cannot be
+        exported runs on torch, with one ``OnnxFallbackWarning``.""",
 }
 
 
@@ -107,7 +103,8 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         """Images, device, precision and cache folder, checked before any work."""
         images = check_images(self, X, reset=reset, image_shape=self.image_shape)
         device = resolve_device(self.device)
-        resolve_precision(device, self.precision, warn=False)
+        resolve_backend(self.backend, device, resolve_precision(device, self.precision,
+                                                                warn=False))
         check_cache_folder(self.memory)
         return images, device
 
@@ -125,23 +122,22 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
             self._inference = None
             return
         self._inference = prepare_inference(self._fitted_blocks(), device, self.precision,
-                                            compile=self.compile, warn=warn)
+                                            backend=self.backend, warn=warn)
 
     def _inference_for_call(self):
         """The prepared :class:`Inference`, never modifying the estimator.
 
         After ``set_params(device=...)`` or ``set_params(precision=...)`` on a fitted
-        estimator, a copy for the new setting is made for this call only (and, with
-        ``compile``, compiled for it: refit to keep it); a new ``compile`` setting
-        shares the prepared copy and its compiled forms.
+        estimator, a copy for the new setting is made for this call only (refit to
+        keep it); a new ``backend`` shares the prepared copy and its exports.
         """
         device = resolve_device(self.device)
         prepared = self._inference
         if (prepared is not None and prepared.device == device  # bf16 may fall back to fp32
                 and resolve_precision(device, self.precision, warn=False) == prepared.precision):
-            return prepared.with_compile(self.compile)
+            return prepared.with_backend(self.backend)
         return prepare_inference(self._fitted_blocks(), device, self.precision,
-                                 compile=self.compile)
+                                 backend=self.backend)
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: it may be the live __dict__
@@ -149,7 +145,8 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        state.setdefault("compile", False)  # pickled before the parameter existed
+        state.pop("compile", None)  # pickled before ONNX Runtime replaced torch.compile
+        state.setdefault("backend", "auto")
         super().__setstate__(state)
         if self.__sklearn_is_fitted__():
             self._make_inference_blocks()

@@ -37,18 +37,14 @@ class CNNFeatureExtractor(NetworkEstimator):
     {image_size}
     {image_shape}
     batch_size : int or "auto", default="auto"
-        Images per forward pass. "auto" starts from about 8 images of 224 x 224
-        pixels (more for smaller images); a transform of at least 400 such batches
-        times half, that and twice that size on its first images (4 runs each) and
-        keeps the fastest on this machine, for the rest of it and for later large
-        transforms of the same architecture, input size, layers, pooling, device, precision,
-        thread count and input kind (arrays or files) in this process.
+        Images per forward pass. "auto" holds about 8 images of 224 x 224 pixels
+        (more for smaller images).
     {device}
     {progress}
     memory : str, path or joblib.Memory, default=None
         Cache features per image, by content and the extractor's settings.
     {precision}
-    {compile}
+    {backend}
 
     Attributes
     ----------
@@ -80,7 +76,7 @@ class CNNFeatureExtractor(NetworkEstimator):
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", layer=-1,
                  pooling="avg", image_size=None, image_shape=None, batch_size="auto",
-                 device="auto", progress="auto", memory=None, precision="fp32", compile=False):
+                 device="auto", progress="auto", memory=None, precision="fp32", backend="auto"):
         self.backbone = backbone
         self.weights = weights
         self.layer = layer
@@ -92,7 +88,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         self.progress = progress
         self.memory = memory
         self.precision = precision
-        self.compile = compile
+        self.backend = backend
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

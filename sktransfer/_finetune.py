@@ -69,7 +69,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         GPUs and on CPUs with native bf16 (AVX-512 BF16 or AMX); on a CPU without it
         it warns and runs in fp32. The loss and the weights stay in float32. ("fp16"
         would need loss scaling: not offered for training.)
-    {compile}
+    {backend}
     {warm_start}
     {checkpoint}
 
@@ -128,7 +128,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
                  patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
-                 progress="auto", memory=None, precision="fp32", compile=False, warm_start=False,
+                 progress="auto", memory=None, precision="fp32", backend="auto", warm_start=False,
                  checkpoint=None):
         self.backbone = backbone
         self.weights = weights
@@ -156,7 +156,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         self.progress = progress
         self.memory = memory
         self.precision = precision
-        self.compile = compile
+        self.backend = backend
         self.warm_start = warm_start
         self.checkpoint = checkpoint
 

@@ -82,7 +82,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
     {progress}
     {memory}
     precision : {"fp32", "bf16"}, default="fp32"
-    {compile}
+    {backend}
 
     Attributes
     ----------
@@ -128,7 +128,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
                  batch_size=32, batchnorm="auto", head_init="auto", early_stopping="auto", patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
-                 progress="auto", memory=None, precision="fp32", compile=False):
+                 progress="auto", memory=None, precision="fp32", backend="auto"):
         self.backbone = backbone
         self.weights = weights
         self.freezes = freezes
@@ -159,7 +159,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.progress = progress
         self.memory = memory
         self.precision = precision
-        self.compile = compile
+        self.backend = backend
 
     # FineTuneClassifier's parameters that a search does not take: fixed here.
     warm_start = False
@@ -316,7 +316,7 @@ class FineTuneClassifierCV(FineTuneClassifier):
         # As each fold's FineTuneClassifier computes its own: the pretrained blocks, in
         # eval mode, at its precision and inference batch size.
         precision = resolve_precision(device, self.precision, warn=False)
-        trunk = FrozenTrunk(Inference(blocks, device, precision, self.compile), blocks,
+        trunk = FrozenTrunk(Inference(blocks, device, precision, self.backend), blocks,
                             block_shapes=shapes, preprocessing=preprocessing, memory=self.memory,
                             batch_size=inference_batch_size("auto", preprocessing.input_size))
         inputs = trunk.inputs_at(images, depths)

@@ -56,7 +56,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     {memory}
     precision : {"fp32", "bf16"}, default="fp32"
         As in :class:`FineTuneClassifier`.
-    {compile}
+    {backend}
     {warm_start}
     {checkpoint}
 
@@ -95,7 +95,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
                  optimizer="adamw", weight_decay=1e-4, max_epochs=None, batch_size=32,
                  batchnorm="auto", head_init="auto", early_stopping="auto", patience=3, validation_fraction=0.15, augment=None, tta=None,
                  image_size=None, image_shape=None, device="auto", random_state=None,
-                 verbose=0, progress="auto", memory=None, precision="fp32", compile=False, warm_start=False,
+                 verbose=0, progress="auto", memory=None, precision="fp32", backend="auto", warm_start=False,
                  checkpoint=None):
         self.backbone = backbone
         self.weights = weights
@@ -123,7 +123,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         self.progress = progress
         self.memory = memory
         self.precision = precision
-        self.compile = compile
+        self.backend = backend
         self.warm_start = warm_start
         self.checkpoint = checkpoint
 

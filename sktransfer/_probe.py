@@ -40,8 +40,8 @@ def score_column(table):
 
 def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=5,
                  estimator=None, image_size=None, image_shape=None, device="auto",
-                 precision="fp32", memory=None, pixel_size=32, scoring=None, random_state=0,
-                 n_jobs=None, progress=True):
+                 precision="fp32", backend="auto", memory=None, pixel_size=32, scoring=None,
+                 random_state=0, n_jobs=None, progress=True):
     """Cross-validated accuracy of a linear probe on the features of every block.
 
     Parameters
@@ -49,7 +49,7 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     X : images
         Any accepted image input (see :func:`sktransfer.read_images`).
     y : array-like of shape (n_samples,)
-    backbone, weights, image_size, image_shape, device, precision, memory
+    backbone, weights, image_size, image_shape, device, precision, backend, memory
         As in :class:`CNNFeatureExtractor`.
     cv : int or cross-validation splitter, default=5
         An int gives shuffled stratified folds seeded by ``random_state``.
@@ -96,7 +96,7 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     y = np.asarray(y)
     features = block_features(X, backbone=backbone, weights=weights, image_size=image_size,
                               image_shape=image_shape, device=device, precision=precision,
-                              memory=memory, progress=progress)
+                              backend=backend, memory=memory, progress=progress)
     if estimator is None and type_of_target(y) not in ("binary", "multiclass"):
         raise ValueError(
             f"The default probe (logistic regression) takes class labels; y is "
@@ -139,8 +139,8 @@ class BlockFeatures(namedtuple("BlockFeatures", "values columns blocks seconds")
 
 
 def block_features(X, *, backbone="efficientnet_lite0", weights="imagenet", image_size=None,
-                   image_shape=None, device="auto", precision="fp32", memory=None,
-                   progress=True):
+                   image_shape=None, device="auto", precision="fp32", backend="auto",
+                   memory=None, progress=True):
     """Every block's pooled features of ``X``, from one forward pass per image.
 
     The network is pretrained and fixed, and each image's row depends on that image
@@ -153,8 +153,8 @@ def block_features(X, *, backbone="efficientnet_lite0", weights="imagenet", imag
     blocks = backbone_blocks(backbone, image_size=image_size)
     extractor = CNNFeatureExtractor(
         backbone, weights=weights, layer=[b.index for b in blocks], image_size=image_size,
-        image_shape=image_shape, device=device, precision=precision, memory=memory,
-        progress=progress)
+        image_shape=image_shape, device=device, precision=precision, backend=backend,
+        memory=memory, progress=progress)
     start = time.perf_counter()
     values = extractor.fit_transform(X)
     seconds = time.perf_counter() - start

@@ -387,7 +387,8 @@ class FineTuneBase(NetworkEstimator):
 
     def _fit_head(self, model, train, device, precision, seed):
         """Set the head to the linear probe's solution on the training part's features."""
-        inference = prepare_inference(model.blocks, device, precision, warn=False)
+        inference = prepare_inference(model.blocks, device, precision, backend=self.backend,
+                                      warn=False)
         if train.inputs is not None:  # the frozen blocks' outputs, computed for training
             trunk = self._frozen_trunk(inference, model.blocks)
             features = trunk.top_features(train.inputs, model.input_block)
@@ -428,7 +429,7 @@ class FineTuneBase(NetworkEstimator):
         # eval mode in training too), so that training on their cached outputs gives the
         # very model that training through them does.
         frozen = (Inference(model.blocks[:start].eval().to(device), device, precision,
-                            self.compile) if start else None)
+                            self.backend) if start else None)
         given = getattr(self, "_given_trunk_inputs", {})  # a search computed them once
         if start in given:
             inputs = given[start]
@@ -540,7 +541,7 @@ class FineTuneBase(NetworkEstimator):
 
     def _penultimate(self, inference, images, views=None):
         """Pooled features of the top block (with ``views``: their mean per image)."""
-        batch_size = ("auto" if views is None  # measured on large streams
+        batch_size = ("auto" if views is None
                       else max(1, self._inference_batch_size() // len(views)))
         return stream_features(
             inference, images, layers=[self.n_blocks_ - 1], pooling="avg",

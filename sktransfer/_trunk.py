@@ -10,7 +10,6 @@ import torch
 
 from ._backbones import weights_digest
 from ._cache import cached_rows
-from ._device import autocast
 from ._inference import pool_features, pooled_width, stream_features
 
 #: Largest set of trunk outputs (or preprocessed images) kept in memory as one tensor.
@@ -113,18 +112,13 @@ class FrozenTrunk:
 
     def top_features(self, inputs, start):
         """Pooled output of the last block, running blocks ``start`` and up on ``inputs``."""
-        blocks, device, precision = (self.inference.blocks, self.inference.device,
-                                     self.inference.precision)
-        features = None
-        with torch.inference_mode(), autocast(device, precision):
+        top = len(self.block_shapes) - 1
+        if start > top:  # the inputs are the pooled features already
+            return inputs.float().numpy()
+        features = np.empty((len(inputs), pooled_width(self.block_shapes[-1])), dtype=np.float32)
+        with torch.inference_mode():
             for begin in range(0, len(inputs), self.batch_size):
-                x = inputs[begin:begin + self.batch_size].to(device)
-                if x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for block in blocks[start:]:
-                    x = block(x)
-                pooled = pool_features(x, "avg").float().cpu().numpy()
-                if features is None:
-                    features = np.empty((len(inputs), pooled.shape[1]), dtype=np.float32)
-                features[begin:begin + len(pooled)] = pooled
+                x = inputs[begin:begin + self.batch_size].to(self.inference.device)
+                pooled = self.inference.run(x, [top], "avg", start=start)
+                features[begin:begin + len(pooled)] = pooled.float().cpu().numpy()
         return features

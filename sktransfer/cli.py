@@ -1,4 +1,4 @@
-"""The ``sktransfer`` command: compare, extract, finetune, predict, probe, backbones.
+"""The ``sktransfer`` command: compare, extract, finetune, predict, export, probe, backbones.
 
 Imports of torch and the estimators wait until a command runs, so that ``--help``
 answers at once.
@@ -33,9 +33,6 @@ def main(argv=None):
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    from ._allocator import tune_allocator
-
-    tune_allocator()  # this process is ours: 1.5x faster CPU inference (see the module)
     formatwarning = warnings.formatwarning
     if not args.debug:  # a warning is one line for the user, not a line of our source
         warnings.formatwarning = _one_line_warning(args.command)
@@ -146,17 +143,13 @@ def _parser():
                               "where known (default: %(default)s)")
     _network_options(extract)
     extract.add_argument("--batch-size", type=_positive_int,
-                         help="images per forward pass (default: auto, measured fastest)")
+                         help="images per forward pass (default: auto, about 8 images "
+                              "of 224 px)")
     extract.add_argument("--layer", type=_layer, default=-1,
                          help="block index (negative from the top) or name; "
                               "'sktransfer backbones NAME' lists them (default: %(default)s)")
     extract.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax"],
                          help="global pooling of the block's map (default: %(default)s)")
-    extract.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                         help="run the network through torch.compile: 'auto' compiles when "
-                              "the job is long enough to repay the compile (about 30 s on "
-                              "a 2-core CPU; thousands of images), judged from its first "
-                              "batches (default: %(default)s)")
     _on_error_option(extract)
     extract.set_defaults(run=_extract)
 
@@ -215,6 +208,22 @@ def _parser():
                               "code stored in it: only for files from a source you trust")
     _on_error_option(predict)
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX file that takes uint8 images",
+        description="Write a fitted model (a feature extractor, a fine-tuned classifier or "
+                    "regressor, or a Pipeline starting with one) as one ONNX file that runs "
+                    "without torch: input 'images', uint8 (n, H, W, 3) at the model's input "
+                    "size; outputs 'features', or 'label' and 'probabilities', or "
+                    "'prediction'.")
+    export.add_argument("model", help="a model file written by 'sktransfer finetune' or "
+                                      "sktransfer.save")
+    export.add_argument("-o", "--output", default="model.onnx",
+                        help="ONNX file written (default: %(default)s)")
+    export.add_argument("--trust-pickle", action="store_true",
+                        help="also read pickle/joblib model files. Loading a pickle runs "
+                             "code stored in it: only for files from a source you trust")
+    export.set_defaults(run=_export)
 
     probe = commands.add_parser(
         "probe", help="which layer transfers: a linear probe on every block, table and plot",
@@ -432,7 +441,6 @@ def _extract(args):
     X, y = load_data(args.data, labels="optional", on_error=args.on_error)
     extractor = CNNFeatureExtractor(**_network_params(args), layer=args.layer,
                                     pooling=args.pooling, batch_size=args.batch_size or "auto",
-                                    compile={"on": True, "off": False}.get(args.compile, "auto"),
                                     progress=True)
     features = extractor.fit_transform(X)
     arrays = {"features": features, "feature_names": extractor.get_feature_names_out().astype(str)}
@@ -546,6 +554,20 @@ def _load_model(path, *, trust_pickle):
     raise ValueError(
         f"'{path}' is not a model file: neither sktransfer's safe format (written by "
         "sktransfer.save or 'sktransfer finetune') nor a pickle.")
+
+
+def _export(args):
+    from ._export import export_onnx
+
+    import onnx
+
+    model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
+    output = export_onnx(model, _writable_file(args.output))
+    graph = onnx.load(output).graph
+    shape = ", ".join(str(dim.dim_param or dim.dim_value)
+                      for dim in graph.input[0].type.tensor_type.shape.dim)
+    print(f"wrote {output}: input 'images', uint8 ({shape}); outputs "
+          f"{', '.join(repr(o.name) for o in graph.output)}")
 
 
 def _probe(args):

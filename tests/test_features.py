@@ -130,8 +130,8 @@ def test_pandas_output(rgb_images):
 
 def test_memory_caches_by_content(rgb_images, tmp_path):
     CountImages.seen = []
-    extractor = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu",
-                                    memory=str(tmp_path)).fit(rgb_images)
+    extractor = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu",  # counted in torch
+                                    memory=str(tmp_path), backend="torch").fit(rgb_images)
     first = extractor.transform(rgb_images)
     np.testing.assert_array_equal(extractor.transform(rgb_images.copy()), first)
     np.testing.assert_array_equal(extractor.transform(rgb_images[[4, 1]]), first[[4, 1]])
@@ -142,7 +142,7 @@ def test_memory_caches_by_content(rgb_images, tmp_path):
     changed[:2] = 0
     extractor.transform(changed)
     assert sum(CountImages.seen) == 14  # only the two changed images
-    uncached = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu")
+    uncached = CNNFeatureExtractor(counting_cnn(), image_size=16, device="cpu", backend="torch")
     np.testing.assert_array_equal(first, uncached.fit(rgb_images).transform(rgb_images))
 
 
