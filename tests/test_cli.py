@@ -143,28 +143,6 @@ def test_extract_needs_no_labels(image_folder, tmp_path, layout):
         assert ("y" in saved.files) == (layout == "one class")
 
 
-def test_extract_compiled_equals_uncompiled(tmp_path, monkeypatch):
-    import sktransfer._compile as compiling
-
-    compiles = []
-    real_compile = compiling.torch.compile
-    monkeypatch.setattr(compiling.torch, "compile",
-                        lambda *args, **kwargs: compiles.append(1) or real_compile(*args, **kwargs))
-    data = tmp_path / "images.npz"
-    np.savez(data, X=np.random.default_rng(0).integers(0, 256, (8, 8, 8), dtype=np.uint8))
-    features = {}
-    for setting in ("off", "on"):
-        out = tmp_path / f"{setting}.npz"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # resnet18 compiles: no fallback warning
-            assert main(["extract", str(data), *NETWORK, "-o", str(out), "--batch-size", "4",
-                         "--compile", setting]) == 0
-        with np.load(out) as saved:
-            features[setting] = saved["features"]
-        assert len(compiles) == (setting == "on")
-    np.testing.assert_allclose(features["on"], features["off"], rtol=1e-4, atol=1e-5)
-
-
 def test_bad_files_are_listed_up_front_or_skipped(image_folder, tmp_path, capsys):
     bad = truncate_one_jpeg(image_folder)
     out = tmp_path / "features.npz"

@@ -38,17 +38,23 @@ def test_extract_features_of_a_fine_tuned_classifier(stripes):
     np.testing.assert_allclose(features.compute(), model.transform(X), rtol=1e-5, atol=1e-6)
 
 
-def test_a_compiled_extractor_on_dask_threads_compiles_once(rgb_images):
+def test_dask_threads_share_one_onnx_export(rgb_images, monkeypatch):
+    import sktransfer._onnx as onnx
     from sktransfer.dask import extract_features
 
     from ._helpers import tiny_cnn
 
+    exports = []
+    real_export = onnx.export_bytes
+    monkeypatch.setattr(onnx, "export_bytes",
+                        lambda *args, **kwargs: exports.append(1) or real_export(*args, **kwargs))
+    monkeypatch.setattr(onnx, "_SESSIONS", type(onnx._SESSIONS)())
     extractor = CNNFeatureExtractor(tiny_cnn(), image_size=32, batch_size=2, device="cpu",
-                                    progress=False, compile=True).fit(rgb_images)
-    expected = extractor.set_params(compile=False).transform(rgb_images)
-    features = extract_features(rgb_images, extractor.set_params(compile=True), partition_size=2)
+                                    progress=False, backend="onnxruntime").fit(rgb_images)
+    expected = extractor.set_params(backend="torch").transform(rgb_images)
+    features = extract_features(rgb_images, extractor.set_params(backend="onnxruntime"),
+                                partition_size=2)
     assert features.npartitions == 3
     np.testing.assert_allclose(features.compute(scheduler="threads"), expected, rtol=1e-4,
                                atol=1e-5)
-    (form,) = extractor._inference.compiled._forms.values()  # partitions shared one compile
-    assert hasattr(form, "_torchdynamo_orig_callable")
+    assert len(exports) == 1  # the partitions' threads shared one export

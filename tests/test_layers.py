@@ -14,9 +14,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sktransfer"
 
 LAYERS = {
     # 0: no sktransfer imports at all
-    "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0, "_compile": 0,
+    "_io": 0, "_preprocessing": 0, "_device": 0, "_weights": 0, "_blocks": 0, "_onnx": 0,
     "_linear_head": 0,
-    "_allocator": 0,
     "datasets": 0, "dask": 0, "cli": 0, "__init__": 0,
     # 1: files and images
     "_cache": 1, "_images": 1, "_persistence": 1, "_tasks": 1,
@@ -28,7 +27,7 @@ LAYERS = {
     "_features": 4, "_pixels": 4, "_trainable": 4, "_hog": 5,
     "_finetune": 5, "_finetune_regressor": 5, "_finetune_cv": 6,
     # 6-8: what uses the estimators: the probe, the comparison, its report
-    "_probe": 6, "_compare": 7, "_report": 8,
+    "_probe": 6, "_export": 6, "_compare": 7, "_report": 8,
     "__main__": 9,
 }
 
