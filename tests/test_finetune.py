@@ -130,7 +130,8 @@ def test_cached_and_uncached_training_agree(stripes, monkeypatch):
 def test_memory_reuses_frozen_outputs_across_fits_and_folds(stripes, tmp_path, freeze):
     X, y = stripes
     CountImages.seen = []
-    settings = dict(backbone=counting_cnn(), freeze=freeze, max_epochs=2)
+    settings = dict(backbone=counting_cnn(), freeze=freeze, max_epochs=2,
+                    backend="torch")  # counted in torch
     with_memory = tiny(**settings, memory=str(tmp_path)).fit(X[:30], y[:30])
     assert sum(CountImages.seen) == 30  # once per image, not once per epoch
     tiny(**settings, memory=str(tmp_path)).fit(X[10:], y[10:])

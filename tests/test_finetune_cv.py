@@ -33,11 +33,12 @@ def test_same_results_as_grid_search_over_the_same_depths_and_folds(stripes):
 
 def test_the_trunk_runs_once_for_all_depths_and_folds(stripes):
     X, y = stripes
+    counted = dict(SETTINGS, backend="torch")  # CountImages counts in torch
     CountImages.seen = []
-    FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=3, **SETTINGS).fit(X, y)
+    FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=3, **counted).fit(X, y)
     assert sum(CountImages.seen) == len(X)  # 3 depths x 3 folds + the refit: one pass
     CountImages.seen = []
-    GridSearchCV(FineTuneClassifier(counting_cnn(), **SETTINGS), {"freeze": FREEZES},
+    GridSearchCV(FineTuneClassifier(counting_cnn(), **counted), {"freeze": FREEZES},
                  cv=3).fit(X, y)
     assert sum(CountImages.seen) > 9 * len(X) * 2 / 3  # each fit its own pass
 

@@ -15,7 +15,7 @@ def test_one_forward_pass_scores_every_block_as_its_own_pipeline_would(stripes):
     X, y = stripes
     CountImages.seen = []
     table = probe_layers(X, y, backbone=counting_cnn(), image_size=16, cv=3, device="cpu",
-                         progress=False)
+                         backend="torch", progress=False)  # counted in torch
     assert sum(CountImages.seen) == len(X)  # each image through the network once
     assert table["name"].tolist() == ["0", "1", "2"]
     assert table["channels"].tolist() == [8, 16, 32] and table["stride"].tolist() == [2, 4, 8]
