@@ -24,7 +24,8 @@ from _common import machine, print_table, race
 from sktransfer import CNNFeatureExtractor
 from sktransfer._inference import inference_batch_size
 
-SIZES = {224: 64, 48: 1024}  # image size: images per run
+#: (image size, images per run, batch size: None for the default rule's)
+CASES = [(224, 64, None), (64, 256, 8), (48, 1024, None)]
 
 
 def hand_written_loop(blocks, size, mean, std, batch_size):
@@ -49,15 +50,15 @@ def hand_written_loop(blocks, size, mean, std, batch_size):
     return run
 
 
-def contenders_at(size, n_images):
+def contenders_at(size, n_images, batch):
     images = np.random.default_rng(0).integers(0, 256, (n_images, size, size, 3), np.uint8)
-    default = CNNFeatureExtractor(image_size=size, device="cpu", progress=False).fit(images[:1])
+    batch = batch or inference_batch_size("auto", (size, size))
+    common = dict(image_size=size, device="cpu", progress=False, batch_size=batch)
+    default = CNNFeatureExtractor(**common).fit(images[:1])
     began = time.perf_counter()
     default.transform(images[:1])  # exports (and the session) once
     first = time.perf_counter() - began
-    eager = CNNFeatureExtractor(image_size=size, device="cpu", progress=False,
-                                backend="torch").fit(images[:1])
-    batch = inference_batch_size("auto", (size, size))
+    eager = CNNFeatureExtractor(backend="torch", **common).fit(images[:1])
     pre = default.preprocessing_
     loop = hand_written_loop(default.backbone_.blocks, size, pre.mean, pre.std, batch)
     expected = eager.transform(images)
@@ -69,9 +70,9 @@ def contenders_at(size, n_images):
 
 def speed_rows():
     rows, sweeps = [], []
-    for size, n in SIZES.items():
-        images, default, eager, loop, first, batch = contenders_at(size, n)
-        sizes = sorted({max(1, batch // 2), 2 * batch, 4 * batch})
+    for size, n, fixed in CASES:
+        images, default, eager, loop, first, batch = contenders_at(size, n, fixed)
+        sizes = [] if fixed else sorted({max(1, batch // 2), 2 * batch, 4 * batch})
         others = {b: CNNFeatureExtractor(image_size=size, device="cpu", progress=False,
                                          batch_size=b).fit(images[:1]) for b in sizes}
         times = race({"default": lambda: default.transform(images), "loop": lambda: loop(images),
@@ -82,13 +83,15 @@ def speed_rows():
         export = first - per_image["default"]
         saved = per_image["eager"] - per_image["default"]
         rows.append({
-            "image size (batch)": f"{size} px ({batch})", "images": n,
+            "image size (batch)": f"{size} px ({batch}{'' if fixed else ', default'})", "images": n,
             "default img/s": f"{1 / per_image['default']:.1f}",
             "default / ORT loop (goal >= 0.9)": f"{times['loop'] / times['default']:.2f}x",
             "default / eager": f"{times['eager'] / times['default']:.2f}x",
             "export + session s (break-even images)": f"{export:.1f} ({export / saved:.0f})"})
-        sweeps.append({"image size": f"{size} px", "default batch": batch,
-                       **{f"batch {b}": f"{times['default'] / times[b]:.2f}x" for b in sizes}})
+        if sizes:
+            sweeps.append({"image size": f"{size} px", "default batch": batch,
+                           **{f"batch {b}": f"{times['default'] / times[b]:.2f}x"
+                              for b in sizes}})
     return rows, sweeps
 
 

@@ -76,12 +76,12 @@ class ImageSet:
     def batches(self, batch_size, preprocessing):
         """Yield ``(start, batch)`` pairs of preprocessed consecutive images.
 
-        ``batch_size`` is an int, or an object whose ``next_size()`` gives each batch's
-        size as it is prepared. Files and PIL images are decoded one batch ahead in a
+        Files and PIL images are decoded one batch ahead in a
         background thread (PIL releases the GIL while decoding), so decoding overlaps
         the network's compute.
         """
-        bounds = self._bounds(batch_size)
+        bounds = ((start, min(start + batch_size, len(self)))
+                  for start in range(0, len(self), batch_size))
         if self._array is not None:
             for start, stop in bounds:
                 yield start, self.prepare(slice(start, stop), preprocessing)
@@ -96,14 +96,6 @@ class ImageSet:
                     pending = pool.submit(self.prepare, range(*following), preprocessing)
                 yield current[0], batch
                 current = following
-
-    def _bounds(self, batch_size):
-        start = 0
-        while start < len(self):
-            size = (int(batch_size) if isinstance(batch_size, Integral)
-                    else batch_size.next_size())
-            yield start, min(start + size, len(self))
-            start += size
 
     def subset(self, indices):
         """The images at ``indices``, as a new ImageSet."""
@@ -345,13 +337,12 @@ def _to_float_tensor(array):
     """uint8 / uint16 / other ints scaled to [0, 1]; floats are taken as they are.
 
     Always a fresh float32 copy of one batch: the input may be read-only (memmap, PIL).
+    Computed by numpy, in one thread: see :func:`sktransfer._preprocessing.prepare_batch`.
     """
-    tensor = torch.from_numpy(array.astype(np.float32))
-    if array.dtype == np.uint16:
-        return tensor.div_(65535.0)
     if array.dtype.kind in "iu":
-        return tensor.div_(255.0)
-    return tensor
+        scale = np.float32(65535.0 if array.dtype == np.uint16 else 255.0)
+        return torch.from_numpy(np.divide(array, scale, dtype=np.float32))
+    return torch.from_numpy(array.astype(np.float32))
 
 
 def _decode(item, index):
