@@ -62,8 +62,9 @@ NETWORK_PARAMETER_DOCS = {
         is emulated 20x slower, it warns and runs in fp32. "fp16" is for CUDA.""",
     "backend": """backend : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the fitted network in transform and predict (and through frozen
-        blocks in fit). "auto" is ONNX Runtime on the CPU in fp32, 2-4x faster than
-        torch there (benchmarks/), and torch on GPUs and in bf16/fp16. ONNX Runtime
+        blocks in fit). "auto" is ONNX Runtime on the CPU in fp32 (2-3.4x faster than
+        torch for efficientnet_lite0 on a 2-core AVX2 CPU: benchmarks/README.md), and
+        torch on GPUs and in bf16/fp16. ONNX Runtime
         runs the network exported once per process (about a second for a mobile
         network), the same features to float rounding; a network that cannot be
         exported runs on torch, with one ``OnnxFallbackWarning``.""",

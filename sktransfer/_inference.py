@@ -3,8 +3,8 @@
 No estimator lives here. Every estimator that runs a network prepares a copy of it
 once (:func:`prepare_inference`) and streams images through it
 (:func:`stream_features`); pooling turns each block's output into one row per image.
-On a CPU the copy runs in ONNX Runtime (:mod:`sktransfer._onnx`): 2-4x faster than
-eager PyTorch for the same features (benchmarks/bench_extract.py); on a GPU in torch.
+On a CPU the copy runs in ONNX Runtime (:mod:`sktransfer._onnx`): 2-3.4x faster than
+eager PyTorch for the same features (benchmarks/README.md); on a GPU in torch.
 """
 
 import copy
