@@ -164,7 +164,8 @@ def plot_accuracy(results, path=None):
                   fontsize=8)
     fixed = finetune[finetune["frozen_blocks"].notna()]
     if len(fixed):
-        for backbone, group in fixed.groupby(fixed["backbone"].fillna(""), sort=False):
+        names = fixed["backbone"].astype(object).fillna("")  # an all-NaN column is float
+        for backbone, group in fixed.groupby(names, sort=False):
             order = group.sort_values("frozen_blocks")
             frozen = order["frozen_blocks"].astype(int)
             several = fixed["backbone"].nunique() > 1
