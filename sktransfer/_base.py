@@ -63,11 +63,13 @@ NETWORK_PARAMETER_DOCS = {
     "backend": """backend : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the fitted network in transform and predict (and through frozen
         blocks in fit). "auto" is ONNX Runtime on the CPU in fp32 (2-3.4x faster than
-        torch for efficientnet_lite0 on a 2-core AVX2 CPU: benchmarks/README.md), and
-        torch on GPUs and in bf16/fp16. ONNX Runtime
-        runs the network exported once per process (about a second for a mobile
-        network), the same features to float rounding; a network that cannot be
-        exported runs on torch, with one ``OnnxFallbackWarning``.""",
+        torch for efficientnet_lite0 on a 2-core AVX2 CPU: benchmarks/README.md) for
+        jobs that repay its export (about 12 million input values: 80 images of
+        224 px) and once the network is exported, and torch for smaller jobs, on
+        GPUs and in bf16/fp16. ONNX Runtime runs the network exported once per
+        process (about a second for a mobile network), the same features to float
+        rounding; a network that cannot be exported runs on torch, with one
+        ``OnnxFallbackWarning``.""",
 }
 
 

@@ -21,6 +21,12 @@ from ._onnx import fingerprint, onnx_network
 POOLINGS = ("avg", "max", "avgmax")
 BACKENDS = ("auto", "torch", "onnxruntime")
 
+#: Input values (images x channels x pixels) from which a job repays an export with
+#: backend="auto": 12 million, 80 images of 224 px or 1,736 of 48 px. The measured
+#: break-evens of efficientnet_lite0 (benchmarks/README.md) were 97 images at 224 px
+#: and 1,265 at 48 px; a process's first export also imports the exporter (about 1 s).
+EXPORT_FROM_VALUES = 12_000_000
+
 #: Images per inference batch at 224 px; smaller images get proportionally larger
 #: batches. Measured on 2-core AMD EPYC CPUs (benchmarks/bench_extract.py).
 PIXELS_PER_BATCH = 8 * 224 * 224
@@ -37,7 +43,8 @@ def resolve_backend(backend, device, precision):
     """What runs the network: "onnxruntime" or "torch".
 
     "auto" is ONNX Runtime on the CPU in fp32 and torch elsewhere (GPUs, and bf16 or
-    fp16, which the exported graphs do not run).
+    fp16, which the exported graphs do not run); :meth:`Inference.for_job` then keeps
+    jobs too small to repay an export on torch.
     """
     if backend == "torch":
         return "torch"
@@ -120,16 +127,32 @@ class Inference:
     precision: str
     backend: str = "auto"
     networks: dict = field(default_factory=dict, compare=False, repr=False)
+    chosen: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "chosen", self.backend != "auto")
         object.__setattr__(self, "backend",
                            resolve_backend(self.backend, self.device, self.precision))
+
+    def for_job(self, n_values):
+        """The inference to run a job of ``n_values`` input values on.
+
+        With backend="auto" resolved to ONNX Runtime, a job too small to repay an
+        export (:data:`EXPORT_FROM_VALUES`) runs on torch, unless this network has been
+        exported already: a predict of a few images right after ``fit`` is not made
+        to wait for an export. A chosen backend is kept.
+        """
+        if (self.chosen or self.backend != "onnxruntime" or self.networks
+                or n_values >= EXPORT_FROM_VALUES):
+            return self
+        return replace(self, backend="torch", networks=self.networks)
 
     def with_backend(self, backend):
         """The same prepared network (and exported parts) run by ``backend``."""
         resolved = resolve_backend(backend, self.device, self.precision)
-        return self if resolved == self.backend else replace(self, backend=resolved,
-                                                             networks=self.networks)
+        if resolved == self.backend and (backend != "auto") == self.chosen:
+            return self
+        return replace(self, backend=backend, networks=self.networks)
 
     def run(self, batch, layers, pooling, start=0):
         """Pooled features of ``batch``: blocks ``start`` up to the highest of ``layers``.
@@ -140,7 +163,8 @@ class Inference:
         if self.backend == "onnxruntime" and start <= max(layers) < len(self.blocks):
             network = self._network(tuple(layers), pooling, start, tuple(batch.shape[1:]))
             if network is not None:
-                return torch.from_numpy(network(batch.float().contiguous().numpy()))
+                # numpy's copy to (n, c, h, w), in one thread (see _preprocessing._normalize)
+                return torch.from_numpy(network(np.ascontiguousarray(batch.float().numpy())))
         if batch.ndim == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
@@ -273,6 +297,8 @@ def stream_features(inference, images, *, layers, pooling, preprocessing, batch_
     ndarray of shape (n_images, n_features), float32
     """
     batch_size = inference_batch_size(batch_size, preprocessing.input_size)
+    inference = inference.for_job(len(images) * preprocessing.channels
+                                  * preprocessing.input_size[0] * preprocessing.input_size[1])
     features = None
     with torch.inference_mode(), out_of_memory_errors(
         input_size=preprocessing.input_size, batch_size=batch_size

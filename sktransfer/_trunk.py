@@ -116,9 +116,10 @@ class FrozenTrunk:
         if start > top:  # the inputs are the pooled features already
             return inputs.float().numpy()
         features = np.empty((len(inputs), pooled_width(self.block_shapes[-1])), dtype=np.float32)
+        inference = self.inference.for_job(inputs.numel())
         with torch.inference_mode():
             for begin in range(0, len(inputs), self.batch_size):
-                x = inputs[begin:begin + self.batch_size].to(self.inference.device)
-                pooled = self.inference.run(x, [top], "avg", start=start)
+                x = inputs[begin:begin + self.batch_size].to(inference.device)
+                pooled = inference.run(x, [top], "avg", start=start)
                 features[begin:begin + len(pooled)] = pooled.float().cpu().numpy()
         return features

@@ -11,6 +11,7 @@ import torch
 from sklearn.base import clone
 from torch import nn
 
+import sktransfer._inference as inference_module
 import sktransfer._onnx as onnx_backend
 from sktransfer import (
     CNNFeatureExtractor,
@@ -28,8 +29,10 @@ pytestmark = pytest.mark.filterwarnings("error::sktransfer.OnnxFallbackWarning")
 
 @pytest.fixture
 def exports(monkeypatch):
-    """An empty process cache of sessions, and the list of modules exported from now."""
+    """An empty process cache of sessions, and the list of modules exported from now;
+    backend="auto" exports for jobs of any size."""
     monkeypatch.setattr(onnx_backend, "_SESSIONS", OrderedDict())
+    monkeypatch.setattr(inference_module, "EXPORT_FROM_VALUES", 0)
     exported = []
     real_export = onnx_backend.export_bytes
     monkeypatch.setattr(onnx_backend, "export_bytes",
@@ -159,6 +162,28 @@ def test_fine_tuned_predictions_equal_torch_and_fit_uses_onnx(stripes, exports, 
     reg = FineTuneRegressor(tiny_cnn(), **settings).fit(X, X.mean(axis=(1, 2, 3)))
     np.testing.assert_allclose(reg.predict(X), reg.set_params(backend="torch").predict(X),
                                rtol=1e-4)
+
+
+def test_auto_exports_once_a_job_repays_it(exports, monkeypatch):
+    X = images()
+    monkeypatch.setattr(inference_module, "EXPORT_FROM_VALUES", 13 * 3 * 32 * 32)
+    extractor = CNNFeatureExtractor(tiny_cnn(), image_size=32, device="cpu").fit(X)
+    small = extractor.transform(X[:12])  # 12 images: torch, nothing exported
+    assert exports == [] and not extractor._inference.networks
+    np.testing.assert_array_equal(small, extractor.set_params(backend="torch").transform(X[:12]))
+    large = extractor.set_params(backend="auto").transform(X)  # 13 images: exported
+    assert len(exports) == 1
+    np.testing.assert_allclose(large[:12], small, rtol=1e-4, atol=1e-6)
+    runs = []
+    real_call = onnx_backend.OnnxNetwork.__call__
+    monkeypatch.setattr(onnx_backend.OnnxNetwork, "__call__",
+                        lambda self, array: runs.append(len(array)) or real_call(self, array))
+    extractor.transform(X[:1])  # exported already: ONNX Runtime, whatever the size
+    assert runs == [1]
+    chosen = CNNFeatureExtractor(tiny_cnn(), layer=1, image_size=32, device="cpu",
+                                 backend="onnxruntime").fit(X)
+    chosen.transform(X[:1])  # a chosen backend is kept for the smallest job
+    assert len(exports) == 2
 
 
 def test_backend_settings_are_checked_at_fit(monkeypatch):
