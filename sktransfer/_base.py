@@ -69,7 +69,8 @@ NETWORK_PARAMETER_DOCS = {
         GPUs and in bf16/fp16. ONNX Runtime runs the network exported once per
         process (about a second for a mobile network), the same features to float
         rounding; a network that cannot be exported runs on torch, with one
-        ``OnnxFallbackWarning``.""",
+        ``OnnxFallbackWarning``. "onnxruntime" exports for any job: a service that
+        predicts a few images at a time.""",
 }
 
 
