@@ -22,7 +22,7 @@ import torch
 
 from _common import machine, print_table, race
 from sktransfer import CNNFeatureExtractor
-from sktransfer._inference import EXPORT_FROM_VALUES, inference_batch_size
+from sktransfer._engine.inference import EXPORT_FROM_VALUES, inference_batch_size
 
 #: (image size, images per run, batch size: None for the default rule's); every run
 #: large enough for backend="auto" to export (EXPORT_FROM_VALUES)

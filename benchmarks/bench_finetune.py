@@ -17,9 +17,9 @@ from torch import nn
 
 from _common import machine, print_table, race
 from sktransfer import FineTuneClassifier
-from sktransfer._backbones import resolve_backbone
-from sktransfer._images import read_images
-from sktransfer._transfer_net import TransferNet
+from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._engine.images import read_images
+from sktransfer._training.transfer_net import TransferNet
 
 N_IMAGES, BATCH, EPOCHS, CLASSES = 64, 32, 3, 4
 

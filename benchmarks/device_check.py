@@ -127,7 +127,7 @@ def pytest_checks(device):
 
 def extraction_checks(device, image_size):
     from sktransfer import CNNFeatureExtractor
-    from sktransfer._device import resolve_device
+    from sktransfer._engine.device import resolve_device
 
     images = np.random.default_rng(1).integers(
         0, 256, (CHECK_IMAGES, image_size or 224, image_size or 224, 3), dtype=np.uint8)
@@ -263,7 +263,7 @@ def plain_loop(model, images, mean, std, device):
 
 def extraction_speed(device, images, rounds):
     from sktransfer import CNNFeatureExtractor
-    from sktransfer._inference import inference_batch_size
+    from sktransfer._engine.inference import inference_batch_size
 
     size = images.shape[1]
     common = dict(image_size=size, device=str(device), progress=False)
@@ -314,9 +314,9 @@ def hand_training_loop(model, inputs, labels, device):
 
 def finetune_speed(device, images, rounds):
     from sktransfer import FineTuneClassifier
-    from sktransfer._backbones import resolve_backbone
-    from sktransfer._images import read_images
-    from sktransfer._transfer_net import TransferNet
+    from sktransfer._engine.backbones import resolve_backbone
+    from sktransfer._engine.images import read_images
+    from sktransfer._training.transfer_net import TransferNet
 
     y = np.arange(len(images)) % 4
     backbone = resolve_backbone("efficientnet_lite0")

@@ -14,10 +14,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import NetworkEstimator
-from ._inference import TTAViews, inference_blocks, run_blocks
-from ._io import atomic_path
-from ._onnx import OPSET, export_bytes
+from sktransfer._engine.estimator import NetworkEstimator
+from sktransfer._engine.inference import TTAViews, inference_blocks, run_blocks
+from sktransfer._engine.io import atomic_path
+from sktransfer._engine.onnx import OPSET, export_bytes
 
 #: The ai.onnx.ml operator set of converted scikit-learn steps.
 ML_OPSET = 3

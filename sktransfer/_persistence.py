@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ._io import read_tensors, write_tensors
+from sktransfer._engine.io import read_tensors, write_tensors
 
 #: scikit-learn estimators a safe file may hold: fitted state of plain arrays and numbers.
 SAFE_SKLEARN_CLASSES = {

@@ -388,10 +388,10 @@ def _writable_folder(folder):
 
 def _compare(args):
 
-    from ._compare import compare, study_settings
-    from ._report import format_table, write_report
-    from ._tasks import task_of
-    from .datasets import load_data
+    from sktransfer.study.compare import compare, study_settings
+    from sktransfer.study.report import format_table, write_report
+    from sktransfer.study.tasks import task_of
+    from sktransfer.datasets import load_data
 
     out = _writable_folder(args.output)
     X, y = load_data(args.data, on_error=args.on_error)
@@ -423,8 +423,8 @@ def _compare(args):
 
 
 def _early_stopping_rule(task):
-    """When the study stops fine-tuning early (sktransfer._compare._early_stopping)."""
-    from ._trainable import MIN_VALIDATION_IMAGES
+    """When the study stops fine-tuning early (sktransfer.study.compare._early_stopping)."""
+    from sktransfer._finetuning.base import MIN_VALIDATION_IMAGES
 
     rule = (f"stopping early where the validation part holds at least {MIN_VALIDATION_IMAGES} "
             "images")
@@ -434,8 +434,8 @@ def _early_stopping_rule(task):
 def _extract(args):
     import numpy as np
 
-    from ._features import CNNFeatureExtractor
-    from .datasets import load_data
+    from sktransfer._extraction.cnn import CNNFeatureExtractor
+    from sktransfer.datasets import load_data
 
     output = _writable_file(args.output)
     X, y = load_data(args.data, labels="optional", on_error=args.on_error)
@@ -453,11 +453,11 @@ def _extract(args):
 
 
 def _finetune(args):
-    from ._finetune import FineTuneClassifier
-    from ._finetune_regressor import FineTuneRegressor
+    from sktransfer._finetuning.classifier import FineTuneClassifier
+    from sktransfer._finetuning.regressor import FineTuneRegressor
     from ._persistence import save
-    from ._tasks import task_of
-    from .datasets import load_data
+    from sktransfer.study.tasks import task_of
+    from sktransfer.datasets import load_data
 
     output = _writable_file(args.output)
     X, y = load_data(args.data, on_error=args.on_error)
@@ -484,7 +484,7 @@ def _finetune(args):
 def _predict(args):
     import csv
 
-    from .datasets import list_images
+    from sktransfer.datasets import list_images
 
     model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
     if not hasattr(model, "predict"):
@@ -533,7 +533,7 @@ def _load_model(path, *, trust_pickle):
     """A model from sktransfer's safe format; from a pickle only with ``trust_pickle``."""
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: '{path}'.")
-    from ._io import file_kind
+    from sktransfer._engine.io import file_kind
 
     kind = file_kind(path)
     if kind == "safetensors":
@@ -571,8 +571,8 @@ def _export(args):
 
 
 def _probe(args):
-    from ._probe import plot_layer_probe, probe_layers
-    from .datasets import load_data
+    from sktransfer.study.probe import plot_layer_probe, probe_layers
+    from sktransfer.datasets import load_data
 
     out = _writable_folder(args.output)
     X, y = load_data(args.data, on_error=args.on_error)
@@ -587,7 +587,7 @@ def _probe(args):
 
 
 def _backbones(args):
-    from ._backbones import backbone_blocks, list_backbones
+    from sktransfer._engine.backbones import backbone_blocks, list_backbones
 
     if args.name is None:
         print("embedded (offline):", ", ".join(list_backbones("embedded")))

@@ -23,7 +23,7 @@ def _no_network(monkeypatch, tmp_path):
         raise URLError(f"no network in tests ({url})")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr("sktransfer._weights.host_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr("sktransfer._engine.weights.host_reachable", lambda *args, **kwargs: False)
 
 
 @pytest.fixture

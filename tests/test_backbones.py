@@ -14,15 +14,15 @@ from torch import nn
 from sktransfer import (
     CNNFeatureExtractor,
     WeightsUnavailableError,
-    _backbones,
-    _weights,
     backbone_blocks,
     list_backbones,
 )
-from sktransfer._backbones import resolve_backbone
-from sktransfer._inference import pool_features, run_blocks
-from sktransfer._weights import embedded_efficientnet_lite0_file, load_weights_file
-from sktransfer._weights import (
+from sktransfer._engine import backbones as _backbones
+from sktransfer._engine import weights as _weights
+from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._engine.inference import pool_features, run_blocks
+from sktransfer._engine.weights import embedded_efficientnet_lite0_file, load_weights_file
+from sktransfer._engine.weights import (
     host_reachable as _hub_reachable,  # the real one: conftest patches the module's
 )
 

@@ -109,7 +109,7 @@ def test_output_paths_are_checked_before_any_work(image_folder, tmp_path, monkey
         raise AssertionError("work started before the output path was checked")
 
     monkeypatch.setattr(FineTuneClassifier, "fit", no_work)
-    monkeypatch.setattr("sktransfer._compare.compare", no_work)
+    monkeypatch.setattr("sktransfer.study.compare.compare", no_work)
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     assert main(["finetune", str(image_folder), *NETWORK, "-o", str(a_file / "m.safetensors")]) == 2
@@ -323,9 +323,9 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
                                                          capsys, targets):
     import re
 
-    from sktransfer._compare import _early_stopping
-    from sktransfer._tasks import task_of
-    from sktransfer._trainable import MIN_VALIDATION_IMAGES
+    from sktransfer.study.compare import _early_stopping
+    from sktransfer.study.tasks import task_of
+    from sktransfer._finetuning.base import MIN_VALIDATION_IMAGES
 
     X, y = stripes
     y = y if targets == "classes" else X.mean(axis=(1, 2, 3))
@@ -334,7 +334,7 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
     def stop(*args, **kwargs):
         raise ValueError("stopped after the header")
 
-    monkeypatch.setattr("sktransfer._compare.compare", stop)
+    monkeypatch.setattr("sktransfer.study.compare.compare", stop)
     assert main(["compare", str(data), "--out", str(tmp_path / "out"), "--quick"]) == 2
     header = capsys.readouterr().err
     assert "with early stopping" not in header
@@ -357,7 +357,7 @@ def test_written_files_respect_the_umask(image_folder, tmp_path, monkeypatch, co
 
     # The study itself writes nothing under --out (its cache is a temporary folder): a
     # ready table lets the report's files be written without minutes of training.
-    monkeypatch.setattr("sktransfer._compare.compare", lambda *args, **kwargs: _study())
+    monkeypatch.setattr("sktransfer.study.compare.compare", lambda *args, **kwargs: _study())
     out = tmp_path / "out"
     argv = {
         "finetune": ["finetune", str(image_folder), *NETWORK, "--freeze", "all",

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedKFold
 
 from sktransfer import FineTuneClassifier, backbone_blocks, compare, write_report
-from sktransfer._compare import (
+from sktransfer.study.compare import (
     CHOSEN_LAYER_METHOD,
     MIN_STEPS_PER_EPOCH,
     RESULT_COLUMNS,
@@ -21,7 +21,7 @@ from sktransfer._compare import (
     feature_method_name,
     study_settings,
 )
-from sktransfer._report import plot_accuracy, plot_learning_curve, reading
+from sktransfer.study.report import plot_accuracy, plot_learning_curve, reading
 from sktransfer.cli import main
 from sktransfer.datasets import load_digits_images, load_image_folder
 
@@ -296,7 +296,7 @@ def test_twelve_images_warn_and_enough_do_not(stripes):
 def test_the_report_says_where_early_stopping_was_off(stripes, tmp_path, monkeypatch):
     """Two labels per class leave no image of a class to hold out: that row trains
     every epoch, the full training part stops early, and the report says which did which."""
-    monkeypatch.setattr("sktransfer._trainable.MIN_VALIDATION_IMAGES", 2)  # 20 images do
+    monkeypatch.setattr("sktransfer._finetuning.base.MIN_VALIDATION_IMAGES", 2)  # 20 images do
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
                       labels_per_class=(2, "all"), kinds=("finetune",), freeze=("all",),

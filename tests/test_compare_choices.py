@@ -9,9 +9,9 @@ import torch
 import torchvision
 from sklearn.model_selection import StratifiedKFold
 
-import sktransfer._compare as compare_module
+import sktransfer.study.compare as compare_module
 from sktransfer import FineTuneClassifierCV, compare, write_report
-from sktransfer._compare import (
+from sktransfer.study.compare import (
     CHOSEN_BY_CV,
     CHOSEN_DEPTH_METHOD,
     CHOSEN_LAYER_METHOD,
@@ -19,7 +19,7 @@ from sktransfer._compare import (
     probe_table,
     study_settings,
 )
-from sktransfer._report import format_table, reading, recommendation
+from sktransfer.study.report import format_table, reading, recommendation
 from sktransfer.cli import main
 
 SMALL = dict(quick=True, image_size=32, max_epochs=1, n_splits=2, inner_splits=2, choose_depth=True,

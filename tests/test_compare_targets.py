@@ -10,9 +10,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktransfer import PixelFeatures, compare, write_report
-from sktransfer._compare import CHOSEN_DEPTH_METHOD, study_settings
-from sktransfer._report import reading
-from sktransfer._tasks import task_of
+from sktransfer.study.compare import CHOSEN_DEPTH_METHOD, study_settings
+from sktransfer.study.report import reading
+from sktransfer.study.tasks import task_of
 from sktransfer.cli import main
 from sktransfer.datasets import load_data, load_digits_images
 

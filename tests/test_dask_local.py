@@ -39,7 +39,7 @@ def test_extract_features_of_a_fine_tuned_classifier(stripes):
 
 
 def test_dask_threads_share_one_onnx_export(rgb_images, monkeypatch):
-    import sktransfer._onnx as onnx
+    import sktransfer._engine.onnx as onnx
     from sktransfer.dask import extract_features
 
     from ._helpers import tiny_cnn

@@ -16,7 +16,8 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _trunk
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier
+from sktransfer._training import trunk as _trunk
 
 from ._helpers import CountImages, counting_cnn, tiny_cnn
 

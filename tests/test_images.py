@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from sktransfer import read_images
-from sktransfer._preprocessing import Preprocessing
+from sktransfer._engine.preprocessing import Preprocessing
 
 SAME_SIZE = Preprocessing(input_size=(20, 24))
 
@@ -90,7 +90,7 @@ def test_row_shape_is_inferred(n_pixels, expected):
 
 
 def test_decoding_is_lazy(rgb_images, tmp_path, monkeypatch):
-    import sktransfer._images as images_module
+    import sktransfer._engine.images as images_module
 
     decoded = []
     original = images_module._decode

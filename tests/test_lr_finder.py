@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.model_selection import GridSearchCV, KFold
 
-import sktransfer._trainable as trainable
+import sktransfer._finetuning.base as trainable
 from sktransfer import FineTuneClassifier, FineTuneRegressor
-from sktransfer._lr_finder import range_test, suggest_lr
+from sktransfer._training.lr_finder import range_test, suggest_lr
 from sktransfer.datasets import load_digits_images
 
 from ._helpers import tiny_cnn

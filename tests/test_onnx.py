@@ -11,8 +11,8 @@ import torch
 from sklearn.base import clone
 from torch import nn
 
-import sktransfer._inference as inference_module
-import sktransfer._onnx as onnx_backend
+import sktransfer._engine.inference as inference_module
+import sktransfer._engine.onnx as onnx_backend
 from sktransfer import (
     CNNFeatureExtractor,
     FineTuneClassifier,
@@ -20,7 +20,7 @@ from sktransfer import (
     OnnxFallbackWarning,
     read_images,
 )
-from sktransfer._inference import run_blocks
+from sktransfer._engine.inference import run_blocks
 
 from ._helpers import tiny_cnn
 
@@ -187,7 +187,7 @@ def test_auto_exports_once_a_job_repays_it(exports, monkeypatch):
 
 
 def test_backend_settings_are_checked_at_fit(monkeypatch):
-    from sktransfer import _device
+    from sktransfer._engine import device as _device
 
     X = images(2)
     monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)

@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _device
-from sktransfer._device import SlowPrecisionWarning
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier
+from sktransfer._engine import device as _device
+from sktransfer._engine.device import SlowPrecisionWarning
 
 from ._helpers import tiny_cnn
 

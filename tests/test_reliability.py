@@ -16,7 +16,8 @@ from sklearn.svm import SVC
 from skorch import NeuralNet
 
 import sktransfer
-from sktransfer import CNNFeatureExtractor, FineTuneClassifier, _io
+from sktransfer import CNNFeatureExtractor, FineTuneClassifier
+from sktransfer._engine import io as _io
 
 from ._helpers import tiny_cnn
 

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from sktransfer import CNNFeatureExtractor, FineTuneClassifier, FineTuneRegressor
-from sktransfer._linear_head import LOGISTIC_CS, RIDGE_ALPHAS
+from sktransfer._training.linear_head import LOGISTIC_CS, RIDGE_ALPHAS
 
 
 def resnet(estimator=FineTuneClassifier, **params):
@@ -122,7 +122,7 @@ def test_the_few_samples_message_names_a_number_that_fits(n_classes, validation_
 
 
 def test_auto_batchnorm_trains_the_statistics_from_enough_images(stripes, monkeypatch):
-    import sktransfer._trainable as trainable
+    import sktransfer._finetuning.base as trainable
 
     X, y = stripes  # 40 images
 
@@ -168,7 +168,7 @@ def test_the_resolved_settings_survive_a_safe_file(stripes, tmp_path):
 def test_the_report_says_what_batchnorm_did():
     import pandas as pd
 
-    from sktransfer._report import _finetune_settings
+    from sktransfer.study.report import _finetune_settings
 
     def sentence(*sizes):
         return _finetune_settings(pd.DataFrame({"n_train": sizes}))
@@ -179,7 +179,7 @@ def test_the_report_says_what_batchnorm_did():
 
 
 def test_auto_early_stopping_needs_a_validation_part_of_enough_images(stripes, monkeypatch):
-    import sktransfer._trainable as trainable
+    import sktransfer._finetuning.base as trainable
 
     X, y = stripes  # 40 images: a validation part of 6 at the default fraction
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sktransfer import FineTuneClassifier, FineTuneRegressor
-from sktransfer._inference import TTAViews
+from sktransfer._engine.inference import TTAViews
 from sktransfer.datasets import load_digits_images
 
 from ._helpers import tiny_cnn

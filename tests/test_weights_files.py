@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sktransfer import WeightsUnavailableError
-from sktransfer._backbones import resolve_backbone
-from sktransfer._weights import (  # the real one: tests patch the module's
+from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._engine.weights import (  # the real one: tests patch the module's
     host_reachable,
     load_weights_file,
 )

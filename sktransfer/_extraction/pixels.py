@@ -7,8 +7,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
-from ._images import check_images
-from ._preprocessing import Preprocessing, as_size_pair
+from sktransfer._engine.images import check_images
+from sktransfer._engine.preprocessing import Preprocessing, as_size_pair
 
 
 class PixelFeatures(TransformerMixin, BaseEstimator):

@@ -17,10 +17,10 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ._backbones import backbone_blocks
-from ._features import CNNFeatureExtractor
-from ._pixels import PixelFeatures
-from ._tasks import metric_label
+from sktransfer._engine.backbones import backbone_blocks
+from sktransfer._extraction.cnn import CNNFeatureExtractor
+from sktransfer._extraction.pixels import PixelFeatures
+from sktransfer.study.tasks import metric_label
 
 PROBE_COLUMNS = ["block", "name", "channels", "stride", "accuracy_mean", "accuracy_std",
                  "seconds"]

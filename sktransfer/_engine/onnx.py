@@ -138,7 +138,7 @@ def _caller_outside_package():
     import sklearn
 
     packages = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
-                     for module in (sys.modules[__package__], sklearn))
+                     for module in (sys.modules[__package__.split(".")[0]], sklearn))
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(packages):
         frame, level = frame.f_back, level + 1

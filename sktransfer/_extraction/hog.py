@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
-from ._pixels import PixelFeatures
+from sktransfer._extraction.pixels import PixelFeatures
 
 
 class HOGFeatures(PixelFeatures):

@@ -13,8 +13,8 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Checkpoint, EarlyStopping, PrintLog, ProgressBar
 
-from ._device import autocast
-from ._io import write_tensors
+from sktransfer._engine.device import autocast
+from sktransfer._engine.io import write_tensors
 
 CHECKPOINT_FILE = "best.safetensors"
 

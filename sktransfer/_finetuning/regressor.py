@@ -8,8 +8,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 from torch import nn
 
-from ._base import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from ._trainable import TRAINING_PARAMETER_DOCS, FineTuneBase
+from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
+from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, FineTuneBase
 
 LOSSES = {"squared_error": nn.MSELoss, "huber": nn.HuberLoss}
 

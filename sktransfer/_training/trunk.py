@@ -8,9 +8,9 @@ predict with ``memory=``), then run only the top, epoch after epoch.
 import numpy as np
 import torch
 
-from ._backbones import weights_digest
-from ._cache import cached_rows
-from ._inference import pool_features, pooled_width, stream_features
+from sktransfer._engine.backbones import weights_digest
+from sktransfer._engine.cache import cached_rows
+from sktransfer._engine.inference import pool_features, pooled_width, stream_features
 
 #: Largest set of trunk outputs (or preprocessed images) kept in memory as one tensor.
 MAX_CACHED_BYTES = 2 * 2**30

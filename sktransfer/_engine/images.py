@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from sklearn.utils.validation import check_array, validate_data
 
-from ._preprocessing import prepare_batch
+from sktransfer._engine.preprocessing import prepare_batch
 
 _CHANNEL_COUNTS = (1, 3, 4)
 
@@ -337,7 +337,7 @@ def _to_float_tensor(array):
     """uint8 / uint16 / other ints scaled to [0, 1]; floats are taken as they are.
 
     Always a fresh float32 copy of one batch: the input may be read-only (memmap, PIL).
-    Computed by numpy, in one thread: see :func:`sktransfer._preprocessing.prepare_batch`.
+    Computed by numpy, in one thread: see :func:`sktransfer._engine.preprocessing.prepare_batch`.
     """
     if array.dtype.kind in "iu":
         scale = np.float32(65535.0 if array.dtype == np.uint16 else 255.0)

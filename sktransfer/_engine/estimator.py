@@ -17,10 +17,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 from torch import nn
 
-from ._cache import cached_rows, check_cache_folder
-from ._device import PRECISIONS, resolve_device, resolve_precision
-from ._images import check_images
-from ._inference import BACKENDS, prepare_inference, resolve_backend
+from sktransfer._engine.cache import cached_rows, check_cache_folder
+from sktransfer._engine.device import PRECISIONS, resolve_device, resolve_precision
+from sktransfer._engine.images import check_images
+from sktransfer._engine.inference import BACKENDS, prepare_inference, resolve_backend
 
 #: Parameters that every estimator running a network shares, checked in ``fit``.
 NETWORK_PARAMETER_CONSTRAINTS = {

@@ -17,18 +17,18 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._backbones import resolve_backbone
-from ._features import CNNFeatureExtractor
-from ._finetune import FineTuneClassifier
-from ._finetune_cv import FineTuneClassifierCV
-from ._finetune_regressor import FineTuneRegressor
-from ._hog import HOGFeatures
-from ._images import read_images, take_rows
-from ._pixels import PixelFeatures
-from ._probe import block_features, make_probe, probe_columns, probe_rows, score_blocks
-from ._tasks import task_of
-from ._transfer_net import resolve_freeze
-from ._weights import WeightsUnavailableError
+from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._extraction.cnn import CNNFeatureExtractor
+from sktransfer._finetuning.classifier import FineTuneClassifier
+from sktransfer._finetuning.search import FineTuneClassifierCV
+from sktransfer._finetuning.regressor import FineTuneRegressor
+from sktransfer._extraction.hog import HOGFeatures
+from sktransfer._engine.images import read_images, take_rows
+from sktransfer._extraction.pixels import PixelFeatures
+from sktransfer.study.probe import block_features, make_probe, probe_columns, probe_rows, score_blocks
+from sktransfer.study.tasks import task_of
+from sktransfer._training.transfer_net import resolve_freeze
+from sktransfer._engine.weights import WeightsUnavailableError
 
 KINDS = ("classical", "features", "finetune", "scratch")
 #: Earlier names of kinds, still accepted in ``kinds``.
@@ -70,7 +70,7 @@ class StudySettings:
     ``inner_splits`` folds of each outer training part choose the layer and the depth
     of the "chosen by inner CV" rows (0 leaves those rows out); ``choose_depth`` False
     leaves out the costlier of the two, the fine-tuning depth. ``task`` is "auto" (read
-    off ``y``: see :func:`sktransfer._tasks.task_of`), "classification", "multilabel"
+    off ``y``: see :func:`sktransfer.study.tasks.task_of`), "classification", "multilabel"
     or "regression". ``random_state`` seeds the folds, the label subsamples and every
     network.
     """

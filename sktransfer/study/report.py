@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._compare import CHOSEN_BY_CV, MIN_TEST_IMAGES, probe_table
-from ._probe import plot_layer_probe, score_column
-from ._tasks import metric_label
-from ._trainable import BATCHNORM_TRAIN_FROM, batchnorm_mode
+from sktransfer.study.compare import CHOSEN_BY_CV, MIN_TEST_IMAGES, probe_table
+from sktransfer.study.probe import plot_layer_probe, score_column
+from sktransfer.study.tasks import metric_label
+from sktransfer._finetuning.base import BATCHNORM_TRAIN_FROM, batchnorm_mode
 
 KIND_COLORS = {"classical": "#8c8c8c", "features": "#1f77b4", "finetune": "#2ca02c",
                "scratch": "#d62728"}

@@ -19,11 +19,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbones import resolve_backbone, weights_digest
-from ._base import NetworkEstimator
-from ._device import out_of_memory_errors, resolve_precision, seeded
-from ._images import check_images
-from ._inference import (
+from sktransfer._engine.backbones import resolve_backbone, weights_digest
+from sktransfer._engine.estimator import NetworkEstimator
+from sktransfer._engine.device import out_of_memory_errors, resolve_precision, seeded
+from sktransfer._engine.images import check_images
+from sktransfer._engine.inference import (
     Inference,
     TTAViews,
     prepare_inference,
@@ -32,19 +32,19 @@ from ._inference import (
     pooled_width,
     stream_features,
 )
-from ._io import read_tensors
-from ._preprocessing import Preprocessing
-from ._training import (
+from sktransfer._engine.io import read_tensors
+from sktransfer._engine.preprocessing import Preprocessing
+from sktransfer._training.skorch_net import (
     CHECKPOINT_FILE,
     SampleWeightedLoss,
     TrainingSet,
     light_augmentation,
     training_net,
 )
-from ._lr_finder import END_LR, N_STEPS, START_LR, range_test
-from ._transfer_net import TransferNet, block_learning_rates, resolve_freeze
-from ._linear_head import fit_linear_head
-from ._trunk import FrozenTrunk
+from sktransfer._training.lr_finder import END_LR, N_STEPS, START_LR, range_test
+from sktransfer._training.transfer_net import TransferNet, block_learning_rates, resolve_freeze
+from sktransfer._training.linear_head import fit_linear_head
+from sktransfer._training.trunk import FrozenTrunk
 
 #: Training epochs when ``max_epochs=None`` asks for training.
 DEFAULT_EPOCHS = 20

@@ -11,15 +11,15 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
 
-from ._backbones import resolve_backbone
-from ._base import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from ._device import resolve_precision
-from ._finetune import FineTuneClassifier
-from ._images import take_rows
-from ._inference import Inference, block_output_shapes, inference_batch_size
-from ._trainable import TRAINING_PARAMETER_DOCS, check_sample_weight
-from ._transfer_net import resolve_freeze
-from ._trunk import FrozenTrunk
+from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
+from sktransfer._engine.device import resolve_precision
+from sktransfer._finetuning.classifier import FineTuneClassifier
+from sktransfer._engine.images import take_rows
+from sktransfer._engine.inference import Inference, block_output_shapes, inference_batch_size
+from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, check_sample_weight
+from sktransfer._training.transfer_net import resolve_freeze
+from sktransfer._training.trunk import FrozenTrunk
 
 #: The parameters of the search itself; the rest are FineTuneClassifier's.
 SEARCH_PARAMETERS = ("freezes", "cv", "scoring", "n_jobs", "refit")

@@ -13,7 +13,7 @@ import joblib
 import numpy as np
 from sklearn.utils.validation import check_memory
 
-from ._io import atomic_path
+from sktransfer._engine.io import atomic_path
 
 
 def check_cache_folder(memory):

@@ -3,7 +3,7 @@
 No estimator lives here. Every estimator that runs a network prepares a copy of it
 once (:func:`prepare_inference`) and streams images through it
 (:func:`stream_features`); pooling turns each block's output into one row per image.
-On a CPU the copy runs in ONNX Runtime (:mod:`sktransfer._onnx`): 2-3.4x faster than
+On a CPU the copy runs in ONNX Runtime (:mod:`sktransfer._engine.onnx`): 2-3.4x faster than
 eager PyTorch for the same features (benchmarks/README.md); on a GPU in torch.
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._device import autocast, image_size_errors, out_of_memory_errors, resolve_precision
-from ._onnx import fingerprint, onnx_network
+from sktransfer._engine.device import autocast, image_size_errors, out_of_memory_errors, resolve_precision
+from sktransfer._engine.onnx import fingerprint, onnx_network
 
 POOLINGS = ("avg", "max", "avgmax")
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -118,7 +118,7 @@ class Inference:
     ``backend`` ("auto", "torch" or "onnxruntime") is resolved on creation
     (:func:`resolve_backend`). With ONNX Runtime, each part of the network that
     :meth:`run` is asked for gets its session on first use (exported once per process,
-    :func:`sktransfer._onnx.onnx_network`), kept in ``networks``; a part that cannot be
+    :func:`sktransfer._engine.onnx.onnx_network`), kept in ``networks``; a part that cannot be
     exported runs on torch. The blocks are never changed: threads may share it.
     """
 

@@ -7,16 +7,16 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._backbones import resolve_backbone, weights_digest
-from ._base import (
+from sktransfer._engine.backbones import resolve_backbone, weights_digest
+from sktransfer._engine.estimator import (
     NETWORK_PARAMETER_DOCS,
     NetworkEstimator,
     feature_names,
     with_parameter_docs,
 )
-from ._device import image_size_errors
-from ._inference import POOLINGS, run_blocks, stream_features
-from ._preprocessing import Preprocessing
+from sktransfer._engine.device import image_size_errors
+from sktransfer._engine.inference import POOLINGS, run_blocks, stream_features
+from sktransfer._engine.preprocessing import Preprocessing
 
 
 @with_parameter_docs(NETWORK_PARAMETER_DOCS)

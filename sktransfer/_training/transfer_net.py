@@ -13,7 +13,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from ._inference import pool_features
+from sktransfer._engine.inference import pool_features
 
 
 class TransferNet(nn.Module):

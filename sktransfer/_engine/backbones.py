@@ -20,10 +20,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._blocks import split_blocks
-from ._device import image_size_errors, seeded
-from ._preprocessing import Preprocessing
-from ._weights import (
+from sktransfer._engine.blocks import split_blocks
+from sktransfer._engine.device import image_size_errors, seeded
+from sktransfer._engine.preprocessing import Preprocessing
+from sktransfer._engine.weights import (
     download_torchvision_state_dict,
     embedded_efficientnet_lite0_file,
     is_weights_path,

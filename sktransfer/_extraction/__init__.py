@@ -1,0 +1,1 @@
+"""Feature extraction estimators: CNN features, raw pixels, HOG."""

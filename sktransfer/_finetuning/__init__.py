@@ -1,0 +1,2 @@
+"""Fine-tuning estimators: the shared base, the classifier, the regressor and the
+search over depths."""

@@ -1,0 +1,1 @@
+"""The comparison study: tasks, the layer probe, compare and its report."""
