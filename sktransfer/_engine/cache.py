@@ -7,6 +7,7 @@ never leaves a partial entry; an unreadable entry is recomputed.
 """
 
 import os
+import threading
 from pathlib import Path
 
 import joblib
@@ -91,9 +92,16 @@ def _path(folder, key):
     return folder / key[:2] / f"{key}.npy"
 
 
+#: np.load parses each file's header with ast.literal_eval, which CPython 3.11.7 and
+#: earlier can fail in concurrent threads ("AST constructor recursion depth
+#: mismatch", python/cpython#106905): threads sharing a cache read one at a time.
+_READ_LOCK = threading.Lock()
+
+
 def _read(folder, key):
     try:
-        return np.load(_path(folder, key), allow_pickle=False)
+        with _READ_LOCK:
+            return np.load(_path(folder, key), allow_pickle=False)
     except (OSError, ValueError, EOFError):  # absent, or unreadable: recompute
         return None
 
