@@ -18,6 +18,7 @@ from sktransfer._engine.estimator import NetworkEstimator
 from sktransfer._engine.inference import TTAViews, inference_blocks, run_blocks
 from sktransfer._engine.io import atomic_path
 from sktransfer._engine.onnx import OPSET, export_bytes
+from sktransfer._engine.preprocessing import to_channels
 
 #: The ai.onnx.ml operator set of converted scikit-learn steps.
 ML_OPSET = 3
@@ -113,8 +114,7 @@ class _DeployedNetwork(nn.Module):
 
     def forward(self, images):
         x = images.permute(0, 3, 1, 2).float() / 255
-        if self.preprocessing.channels == 1:  # luminance, as PIL's convert("L")
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = to_channels(x, self.preprocessing.channels)  # luminance for 1, as in fit
         if self.preprocessing.mean is not None:
             x = ((x - torch.tensor(self.preprocessing.mean).view(1, -1, 1, 1))
                  / torch.tensor(self.preprocessing.std).view(1, -1, 1, 1))

@@ -83,7 +83,7 @@ def prepare_batch(batch, preprocessing):
     -------
     torch.Tensor of shape (n, preprocessing.channels, *input_size)
     """
-    batch = _to_channels(batch, preprocessing.channels)
+    batch = to_channels(batch, preprocessing.channels)
     if tuple(batch.shape[-2:]) != preprocessing.input_size:
         antialias = preprocessing.interpolation != "nearest"
         batch = F.interpolate(
@@ -115,7 +115,9 @@ def _normalize(batch, mean, std):
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def _to_channels(batch, channels):
+def to_channels(batch, channels):
+    """``batch`` (n, c, h, w) with ``channels`` channels: alpha dropped, gray replicated,
+    RGB to luminance (the weights of PIL's convert("L"))."""
     n_in = batch.shape[1]
     if n_in == 4:
         batch = batch[:, :3]
