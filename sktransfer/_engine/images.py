@@ -16,15 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from math import isqrt
 from numbers import Integral, Real
 
-import joblib
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from sklearn.utils.validation import check_array, validate_data
 
+from sktransfer._engine.image_items import CHANNEL_COUNTS, check_items, decode_item, item_key
 from sktransfer._engine.preprocessing import prepare_batch
 
-_CHANNEL_COUNTS = (1, 3, 4)
 
 
 class ImageSet:
@@ -56,7 +55,8 @@ class ImageSet:
         if self._array is not None:
             chunk = self._array[indices]
             return _to_float_tensor(chunk).permute(0, 3, 1, 2)  # astype made the one copy
-        images = [_to_float_tensor(_decode(self._items[i], i)).permute(2, 0, 1) for i in indices]
+        images = [_to_float_tensor(decode_item(self._items[i], i)).permute(2, 0, 1)
+                  for i in indices]
         if all(img.shape == images[0].shape for img in images):
             return torch.stack(images)
         return images
@@ -109,7 +109,7 @@ class ImageSet:
             prefix = f"{self._array.dtype}{self._array.shape[1:]}".encode()
             return [hashlib.sha1(prefix + np.ascontiguousarray(image).tobytes()).hexdigest()
                     for image in self._array]
-        return [hashlib.sha1(_item_key(item).encode()).hexdigest() for item in self._items]
+        return [hashlib.sha1(item_key(item).encode()).hexdigest() for item in self._items]
 
 
 def take_rows(X, index):
@@ -177,7 +177,7 @@ def read_images(X, *, image_shape=None):
     if isinstance(X, np.ndarray) and X.dtype.kind in "USO" and X.ndim == 1:
         X = X.tolist()
     if isinstance(X, (list, tuple)) and not _is_tabular(X):
-        return ImageSet(items=_check_items(X))
+        return ImageSet(items=check_items(X))
     return ImageSet(array=_check_array_images(X, image_shape))
 
 
@@ -203,30 +203,6 @@ def _is_column_of_paths(X):
     return isinstance(first, (str, os.PathLike))
 
 
-def _check_items(items):
-    if len(items) == 0:
-        raise ValueError("X is empty: found 0 images, at least 1 is required.")
-    missing = []
-    for index, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            if not os.path.isfile(item):
-                missing.append(os.fspath(item))
-        elif not isinstance(item, (Image.Image, np.ndarray)):
-            raise TypeError(
-                f"X[{index}] is a {type(item).__name__}; each image must be a file path, "
-                "a PIL image or a numpy array."
-            )
-    if missing:
-        shown = ", ".join(repr(m) for m in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise FileNotFoundError(
-            f"{len(missing)} image file(s) not found: {shown}{more}. Check the paths "
-            "(relative paths are read from the current directory "
-            f"{os.getcwd()!r})."
-        )
-    return list(items)
-
-
 def _check_array_images(X, image_shape):
     X = check_array(
         X, allow_nd=True, dtype="numeric", ensure_min_samples=1, input_name="X"
@@ -237,9 +213,9 @@ def _check_array_images(X, image_shape):
     if X.ndim == 3:
         images = X[..., np.newaxis]
     elif X.ndim == 4:
-        if X.shape[-1] in _CHANNEL_COUNTS:
+        if X.shape[-1] in CHANNEL_COUNTS:
             images = X
-        elif X.shape[1] in _CHANNEL_COUNTS:
+        elif X.shape[1] in CHANNEL_COUNTS:
             images = X.transpose(0, 2, 3, 1)
         else:
             raise ValueError(
@@ -295,8 +271,8 @@ def _rows_as_images(X, image_shape):
 
 
 def _is_channel_first(shape):
-    return (len(shape) == 3 and shape[2] not in _CHANNEL_COUNTS
-            and shape[0] in _CHANNEL_COUNTS)
+    return (len(shape) == 3 and shape[2] not in CHANNEL_COUNTS
+            and shape[0] in CHANNEL_COUNTS)
 
 
 def _roughness(images):
@@ -326,8 +302,8 @@ def _check_image_shape(image_shape):
         raise ValueError(
             f"image_shape must be (H, W) or (H, W, C) of positive ints, got {image_shape!r}."
         )
-    if (len(image_shape) == 3 and image_shape[2] not in _CHANNEL_COUNTS
-            and image_shape[0] not in _CHANNEL_COUNTS):
+    if (len(image_shape) == 3 and image_shape[2] not in CHANNEL_COUNTS
+            and image_shape[0] not in CHANNEL_COUNTS):
         raise ValueError(
             f"image_shape={tuple(image_shape)!r} has neither 1, 3 nor 4 channels, last "
             "(H, W, C) or first (C, H, W).")
@@ -343,66 +319,3 @@ def _to_float_tensor(array):
         scale = np.float32(65535.0 if array.dtype == np.uint16 else 255.0)
         return torch.from_numpy(np.divide(array, scale, dtype=np.float32))
     return torch.from_numpy(array.astype(np.float32))
-
-
-def _decode(item, index):
-    """One list item as an (H, W, C) array."""
-    if isinstance(item, Image.Image):
-        return _pil_to_array(item)
-    if isinstance(item, np.ndarray):
-        return _check_item_array(item, index)
-    path = os.fspath(item)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return _pil_to_array(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {path!r} (X[{index}]).") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as error:
-        raise ValueError(
-            f"Cannot read image file {path!r} (X[{index}]): {error}. The file is not a "
-            "complete image that PIL can open (JPEG, PNG, ...): replace it or remove it from X."
-        ) from None
-
-
-def _pil_to_array(image):
-    if image.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(image, dtype=np.uint16)[..., np.newaxis]
-    if image.mode not in ("L", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P"
-                              else "RGB")
-    array = np.asarray(image)
-    return array[..., np.newaxis] if array.ndim == 2 else array
-
-
-def _check_item_array(array, index):
-    if array.dtype.kind not in "fiub":
-        raise TypeError(f"X[{index}] has dtype {array.dtype}; image arrays must be numeric.")
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
-    elif array.ndim == 3 and array.shape[-1] not in _CHANNEL_COUNTS:
-        if array.shape[0] not in _CHANNEL_COUNTS:
-            raise ValueError(
-                f"X[{index}] has shape {array.shape}; an image array needs 1, 3 or 4 "
-                "channels, first or last: (H, W), (H, W, C) or (C, H, W)."
-            )
-        array = array.transpose(1, 2, 0)
-    elif array.ndim != 3:
-        raise ValueError(
-            f"X[{index}] has {array.ndim} dimensions; an image is (H, W), (H, W, C) or (C, H, W)."
-        )
-    if 0 in array.shape:
-        raise ValueError(f"X[{index}] is a zero-size image (shape {array.shape}).")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError(f"X[{index}] contains NaN or infinity; images need finite pixels.")
-    return array
-
-
-def _item_key(item):
-    if isinstance(item, Image.Image):
-        return "pil:" + joblib.hash((item.mode, item.size, item.tobytes()))
-    if isinstance(item, np.ndarray):
-        return "array:" + joblib.hash(item)
-    stat = os.stat(item)
-    return f"path:{os.path.abspath(item)}:{stat.st_size}:{stat.st_mtime_ns}"

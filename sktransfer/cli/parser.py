@@ -1,16 +1,9 @@
-"""The ``sktransfer`` command: compare, extract, finetune, predict, export, probe, backbones.
-
-Imports of torch and the estimators wait until a command runs, so that ``--help``
-answers at once.
-"""
+"""The ``sktransfer`` command's parser: one function per command declares its options."""
 
 import argparse
 import difflib
-import os
-import sys
-import time
-import warnings
-from pathlib import Path
+
+from sktransfer.cli import commands
 
 DATA_HELP = ("a folder with one sub-folder of images per class, an .npz file with arrays "
              "X and y, or a .csv of image path and target(s) per row; default: "
@@ -20,42 +13,9 @@ ON_ERROR_HELP = ("what to do with image files that cannot be read: 'raise' lists
                  "(default: %(default)s)")
 TASK_CHOICES = ["auto", "classification", "multilabel", "regression"]
 DEBUG_HELP = "show the full traceback of any error, and warnings with their source"
-#: Errors that bad input raises: one line names the fix. Anything else is a bug and
-#: keeps its traceback. (NotFittedError is a ValueError; WeightsUnavailableError a
-#: FileNotFoundError.)
-USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, MemoryError)
-
-
-def main(argv=None):
-    """Run the command line; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return 2
-    formatwarning = warnings.formatwarning
-    if not args.debug:  # a warning is one line for the user, not a line of our source
-        warnings.formatwarning = _one_line_warning(args.command)
-    try:
-        args.run(args)
-    except USAGE_ERRORS as error:
-        if args.debug:
-            raise
-        print(f"sktransfer {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"sktransfer {args.command}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        warnings.formatwarning = formatwarning
-    return 0
-
-
-def _one_line_warning(command):
-    def formatwarning(message, category, filename, lineno, line=None):
-        return f"sktransfer {command}: warning: {message}\n"
-
-    return formatwarning
+TRUST_PICKLE_HELP = ("also read pickle/joblib model files. Loading a pickle runs code stored "
+                     "in it: only for files from a source you trust")
+SEED_HELP = "seed of the {} (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,14 +42,25 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
-def _parser():
+def build_parser():
+    """The ``sktransfer`` command's :class:`argparse.ArgumentParser`."""
     parser = _Parser(
         prog="sktransfer",
         description="Transfer learning with pretrained CNNs, from scikit-learn.")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_command in (_add_compare, _add_extract, _add_finetune, _add_predict, _add_export,
+                        _add_probe, _add_backbones):
+        add_command(subparsers)
+    for command in subparsers.choices.values():  # also after the command: --debug comes last
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
+    parser.commands = subparsers.choices
+    return parser
 
-    compare = commands.add_parser(
+
+def _add_compare(subparsers):
+    compare = subparsers.add_parser(
         "compare", help="transfer learning against classical baselines, as a report with plots",
         description="Evaluate raw-pixel baselines, frozen CNN features, fine-tuning at several "
                     "freeze depths, and training from scratch on the same stratified splits; "
@@ -112,6 +83,12 @@ def _parser():
                          help="most epochs of each fine-tuning (default: 20; --quick: 5)")
     compare.add_argument("--labels-per-class", type=_labels_list,
                          help="comma-separated, such as 5,20,all: adds a learning curve")
+    _study_options(compare)
+    _on_error_option(compare)
+    compare.set_defaults(run=commands.run_compare)
+
+
+def _study_options(compare):
     compare.add_argument("--n-splits", "--folds", type=_positive_int, dest="n_splits",
                          help="number of stratified cross-validation folds (default: 5; "
                               "--quick: 3)")
@@ -129,10 +106,10 @@ def _parser():
                               "fine-tunings per fold)")
     compare.add_argument("--random-state", "--seed", type=int, dest="random_state",
                          help="seed of the folds and of training (default: 0)")
-    _on_error_option(compare)
-    compare.set_defaults(run=_compare)
 
-    extract = commands.add_parser(
+
+def _add_extract(subparsers):
+    extract = subparsers.add_parser(
         "extract", help="CNN features of images, to an .npz file",
         description="Features of every image from one block of a pretrained network. "
                     "Labels are not needed: DATA may also be a flat folder (searched "
@@ -151,9 +128,11 @@ def _parser():
     extract.add_argument("--pooling", default="avg", choices=["avg", "max", "avgmax"],
                          help="global pooling of the block's map (default: %(default)s)")
     _on_error_option(extract)
-    extract.set_defaults(run=_extract)
+    extract.set_defaults(run=commands.run_extract)
 
-    finetune = commands.add_parser(
+
+def _add_finetune(subparsers):
+    finetune = subparsers.add_parser(
         "finetune", help="fine-tune a network; save it as a safe model file",
         description="Fine-tune a pretrained network on labelled images and save it with "
                     "sktransfer.save: a .safetensors file that loads without running code.")
@@ -171,6 +150,12 @@ def _parser():
                                "quantities (default: auto: float targets are regression, "
                                "several 0/1 columns multi-label, other labels classes); "
                                "regression for integer counts")
+    _training_options(finetune)
+    _on_error_option(finetune)
+    finetune.set_defaults(run=commands.run_finetune)
+
+
+def _training_options(finetune):
     finetune.add_argument("--max-epochs", type=_positive_int, default=20,
                           help="most epochs; early stopping may end sooner "
                                "(default: %(default)s)")
@@ -184,12 +169,11 @@ def _parser():
     finetune.add_argument("--class-weight", choices=["balanced"],
                           help="weight classes inversely to their frequency (default: equal)")
     finetune.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
-                          help="seed of the validation split and of training "
-                               "(default: %(default)s)")
-    _on_error_option(finetune)
-    finetune.set_defaults(run=_finetune)
+                          help=SEED_HELP.format("validation split and of training"))
 
-    predict = commands.add_parser(
+
+def _add_predict(subparsers):
+    predict = subparsers.add_parser(
         "predict", help="predict with a saved model; writes a CSV of path and prediction",
         description="Predict with a saved model and write a CSV: path and prediction (a "
                     "class or a number), or path and one 0/1 column per tag for a "
@@ -203,13 +187,13 @@ def _parser():
     predict.add_argument("--proba", action="store_true",
                          help="add each class's (or tag's) probability, one column each "
                               "named probability_<class>")
-    predict.add_argument("--trust-pickle", action="store_true",
-                         help="also read pickle/joblib model files. Loading a pickle runs "
-                              "code stored in it: only for files from a source you trust")
+    predict.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     _on_error_option(predict)
-    predict.set_defaults(run=_predict)
+    predict.set_defaults(run=commands.run_predict)
 
-    export = commands.add_parser(
+
+def _add_export(subparsers):
+    export = subparsers.add_parser(
         "export", help="write a saved model as an ONNX file that takes uint8 images",
         description="Write a fitted model (a feature extractor, a fine-tuned classifier or "
                     "regressor, or a Pipeline starting with one) as one ONNX file that runs "
@@ -220,12 +204,12 @@ def _parser():
                                       "sktransfer.save")
     export.add_argument("-o", "--output", default="model.onnx",
                         help="ONNX file written (default: %(default)s)")
-    export.add_argument("--trust-pickle", action="store_true",
-                        help="also read pickle/joblib model files. Loading a pickle runs "
-                             "code stored in it: only for files from a source you trust")
-    export.set_defaults(run=_export)
+    export.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    export.set_defaults(run=commands.run_export)
 
-    probe = commands.add_parser(
+
+def _add_probe(subparsers):
+    probe = subparsers.add_parser(
         "probe", help="which layer transfers: a linear probe on every block, table and plot",
         description="Cross-validate a standardized logistic regression on the pooled "
                     "features of every block of the backbone (one forward pass per image) "
@@ -238,23 +222,20 @@ def _parser():
     probe.add_argument("--n-splits", "--folds", type=_positive_int, default=5, dest="n_splits",
                        help="stratified cross-validation folds (default: %(default)s)")
     probe.add_argument("--random-state", "--seed", type=int, default=0, dest="random_state",
-                       help="seed of the folds (default: %(default)s)")
+                       help=SEED_HELP.format("folds"))
     _on_error_option(probe)
-    probe.set_defaults(run=_probe)
+    probe.set_defaults(run=commands.run_probe)
 
-    backbones = commands.add_parser(
+
+def _add_backbones(subparsers):
+    backbones = subparsers.add_parser(
         "backbones", help="list backbones, or the blocks of one",
         description="List the backbone names, or a backbone's blocks (index, name, output "
                     "channels, stride) to choose --layer or --freeze from.")
     backbones.add_argument("name", nargs="?", help="show this backbone's blocks")
     backbones.add_argument("--image-size", type=_positive_int,
                            help="input size for the strides shown (default: the weights' own)")
-    backbones.set_defaults(run=_backbones)
-    for command in commands.choices.values():  # also after the command: --debug is typed last
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help=DEBUG_HELP)
-    parser.commands = commands.choices
-    return parser
+    backbones.set_defaults(run=commands.run_backbones)
 
 
 def _on_error_option(parser):
@@ -348,256 +329,3 @@ def _layer(text):
     except ValueError:
         return text
 
-
-def _network_params(args):
-    weights = args.weights
-    if weights is not None and weights.lower() == "none":
-        weights = None
-    elif weights is None:
-        weights = "imagenet"
-    params = {"weights": weights}
-    for key in ("backbone", "image_size", "device", "precision"):
-        if getattr(args, key, None) is not None:
-            params[key] = getattr(args, key)
-    return params
-
-
-def _writable_file(path):
-    """Check that ``path`` can be written, before any work: a result is never lost."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"The output '{path}' is a folder; give a file name.")
-    _writable_folder(path.parent if str(path.parent) else Path("."))
-    return path
-
-
-def _writable_folder(folder):
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"The output folder '{folder}' is a file; give a folder.")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"Cannot create the output folder '{folder}' "
-                         f"({error.strerror}); choose another path with -o.") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"The output folder '{folder}' is not writable; choose another "
-                         "path with -o.")
-    return folder
-
-
-def _compare(args):
-
-    from sktransfer.study.compare import compare, study_settings
-    from sktransfer.study.report import format_table, write_report
-    from sktransfer.study.tasks import task_of
-    from sktransfer.datasets import load_data
-
-    out = _writable_folder(args.output)
-    X, y = load_data(args.data, on_error=args.on_error)
-    overrides = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
-                     labels_per_class=args.labels_per_class, n_splits=args.n_splits,
-                     random_state=args.random_state, backbones=args.backbones,
-                     inner_splits=args.inner_splits, task=args.task,
-                     choose_depth=args.choose_depth)
-    if overrides.pop("weights") != "imagenet":
-        raise ValueError("compare runs pretrained and from-scratch rows itself; --weights "
-                         "applies to extract and finetune only.")
-    plan = study_settings(args.quick, **overrides)
-    source = args.data or "scikit-learn's built-in digits"
-    task = task_of(y, plan.task)
-    description = (
-        f"{len(y)} images of {task.describe(y)} from {source}; "
-        f"{plan.n_splits}-fold {'stratified ' if task.stratified else ''}cross-validation; "
-        f"backbone{'s' if len(plan.backbones) > 1 else ''} {', '.join(map(str, plan.backbones))} "
-        f"(image size {plan.image_size or 'from its weights'}), fine-tuning for at most "
-        f"{plan.max_epochs} epochs, {_early_stopping_rule(task)}; "
-        f"{'quick' if args.quick else 'full'} preset, random_state {plan.random_state}.")
-    print(description, file=sys.stderr)
-    start = time.perf_counter()
-    results = compare(X, y, quick=args.quick, **overrides)
-    files = write_report(results, out, description=description)
-    print(format_table(results))
-    print(f"\n{time.perf_counter() - start:.0f} s; wrote " +
-          ", ".join(str(path) for path in files.values()))
-
-
-def _early_stopping_rule(task):
-    """When the study stops fine-tuning early (sktransfer.study.compare._early_stopping)."""
-    from sktransfer._finetuning.base import MIN_VALIDATION_IMAGES
-
-    rule = (f"stopping early where the validation part holds at least {MIN_VALIDATION_IMAGES} "
-            "images")
-    return rule + (" and every class has at least 3 training images" if task.stratified else "")
-
-
-def _extract(args):
-    import numpy as np
-
-    from sktransfer._extraction.cnn import CNNFeatureExtractor
-    from sktransfer.datasets import load_data
-
-    output = _writable_file(args.output)
-    X, y = load_data(args.data, labels="optional", on_error=args.on_error)
-    extractor = CNNFeatureExtractor(**_network_params(args), layer=args.layer,
-                                    pooling=args.pooling, batch_size=args.batch_size or "auto",
-                                    progress=True)
-    features = extractor.fit_transform(X)
-    arrays = {"features": features, "feature_names": extractor.get_feature_names_out().astype(str)}
-    if y is not None:
-        arrays["y"] = y
-    if isinstance(X, np.ndarray) and X.dtype.kind in "US":
-        arrays["paths"] = X
-    np.savez_compressed(output, **arrays)
-    print(f"{features.shape[0]} x {features.shape[1]} features written to {output}")
-
-
-def _finetune(args):
-    from sktransfer._finetuning.classifier import FineTuneClassifier
-    from sktransfer._finetuning.regressor import FineTuneRegressor
-    from ._persistence import save
-    from sktransfer.study.tasks import task_of
-    from sktransfer.datasets import load_data
-
-    output = _writable_file(args.output)
-    X, y = load_data(args.data, on_error=args.on_error)
-    task = task_of(y, args.task)
-    print(f"fine-tuning on {len(y)} images of {task.describe(y)}"
-          f"{' (read off the targets; --task overrides)' if args.task == 'auto' else ''}",
-          file=sys.stderr)
-    params = dict(_network_params(args), freeze=args.freeze, max_epochs=args.max_epochs,
-                  lr=args.lr, batch_size=args.batch_size, augment=args.augment,
-                  random_state=args.random_state, verbose=1)
-    if task.name == "regression":
-        if args.class_weight:
-            raise ValueError("--class-weight weights classes; a regression target has none. "
-                             "Leave it out, or use --task classification.")
-        model = FineTuneRegressor(**params)
-    else:
-        model = FineTuneClassifier(**params, class_weight=args.class_weight)
-    model.fit(X, y)
-    save(model, output)
-    print(f"best epoch {model.best_epoch_} of {len(model.history_)}; model written to "
-          f"{output} (load it with sktransfer.load or 'sktransfer predict')")
-
-
-def _predict(args):
-    import csv
-
-    from sktransfer.datasets import list_images
-
-    model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
-    if not hasattr(model, "predict"):
-        raise ValueError(f"'{args.model}' does not hold a model with predict.")
-    if args.proba and not hasattr(model, "predict_proba"):
-        raise ValueError(f"--proba needs a classifier; '{args.model}' holds a model without "
-                         "predict_proba (a regressor?). Leave --proba out.")
-    output = _writable_file(args.output) if args.output else None
-    X, names = list_images(args.data, on_error=args.on_error)
-    header, columns = _predictions(model, X, proba=args.proba)
-    with (open(output, "w", newline="") if output else _stdout()) as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["path", *header])
-        writer.writerows(zip(names, *columns))
-
-
-def _predictions(model, X, *, proba):
-    """Column names and columns: the prediction, or one 0/1 column per tag; probabilities."""
-    import numpy as np
-    from sklearn.base import is_classifier
-
-    predicted = np.asarray(model.predict(X))
-    classes = [str(c) for c in getattr(model, "classes_", [])]
-    if predicted.ndim == 1:
-        header, columns = ["prediction"], [predicted]
-    elif is_classifier(model) and len(classes) == predicted.shape[1]:  # multi-label: tags
-        header, columns = list(classes), list(predicted.T)
-    else:  # several regression targets
-        header = [f"prediction_{i}" for i in range(predicted.shape[1])]
-        columns = list(predicted.T)
-    if proba:
-        header += [f"probability_{c}" for c in classes]
-        columns += [[f"{p:.4f}" for p in column] for column in model.predict_proba(X).T]
-    return header, columns
-
-
-class _stdout:
-    def __enter__(self):
-        return sys.stdout
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _load_model(path, *, trust_pickle):
-    """A model from sktransfer's safe format; from a pickle only with ``trust_pickle``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: '{path}'.")
-    from sktransfer._engine.io import file_kind
-
-    kind = file_kind(path)
-    if kind == "safetensors":
-        from ._persistence import load
-
-        return load(path)
-    if kind == "pickle":
-        if not trust_pickle:
-            raise ValueError(
-                f"'{path}' is a pickle (joblib) file, not sktransfer's safe format. Loading "
-                "a pickle runs code stored in the file, so a file from someone else can "
-                "take over this machine; nothing was loaded. If you trust its source, "
-                "pass --trust-pickle; better, save models with sktransfer.save (or "
-                "'sktransfer finetune'), whose files load without running code.")
-        import joblib
-
-        return joblib.load(path)
-    raise ValueError(
-        f"'{path}' is not a model file: neither sktransfer's safe format (written by "
-        "sktransfer.save or 'sktransfer finetune') nor a pickle.")
-
-
-def _export(args):
-    from ._export import export_onnx
-
-    import onnx
-
-    model = _load_model(Path(args.model), trust_pickle=args.trust_pickle)
-    output = export_onnx(model, _writable_file(args.output))
-    graph = onnx.load(output).graph
-    shape = ", ".join(str(dim.dim_param or dim.dim_value)
-                      for dim in graph.input[0].type.tensor_type.shape.dim)
-    print(f"wrote {output}: input 'images', uint8 ({shape}); outputs "
-          f"{', '.join(repr(o.name) for o in graph.output)}")
-
-
-def _probe(args):
-    from sktransfer.study.probe import plot_layer_probe, probe_layers
-    from sktransfer.datasets import load_data
-
-    out = _writable_folder(args.output)
-    X, y = load_data(args.data, on_error=args.on_error)
-    table = probe_layers(X, y, cv=args.n_splits, random_state=args.random_state,
-                         **_network_params(args))
-    table.to_csv(out / "probe.csv", index=False)
-    plot_layer_probe(table, out / "layers.png")
-    print(table.round(3).to_string(index=False))
-    if "pixels" in table.attrs:
-        print(f"raw pixels: {table.attrs['pixels'][0]:.3f}")
-    print(f"wrote {out / 'probe.csv'}, {out / 'layers.png'}")
-
-
-def _backbones(args):
-    from sktransfer._engine.backbones import backbone_blocks, list_backbones
-
-    if args.name is None:
-        print("embedded (offline):", ", ".join(list_backbones("embedded")))
-        print("torchvision:", ", ".join(list_backbones("torchvision")))
-        print("timm: any timm model as timm/<name> (sktransfer backbones timm/<name>)")
-        return
-    print(f"{'index':>5s}  {'block':<16s} {'channels':>8s} {'stride':>6s}")
-    for block in backbone_blocks(args.name, image_size=args.image_size):
-        print(f"{block.index:>5d}  {block.name:<16s} {block.channels:>8d} {block.reduction:>6d}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
