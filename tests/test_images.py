@@ -93,8 +93,9 @@ def test_decoding_is_lazy(rgb_images, tmp_path, monkeypatch):
     import sktransfer._engine.images as images_module
 
     decoded = []
-    original = images_module._decode
-    monkeypatch.setattr(images_module, "_decode", lambda item, i: decoded.append(i) or original(item, i))
+    original = images_module.decode_item
+    monkeypatch.setattr(images_module, "decode_item",
+                        lambda item, i: decoded.append(i) or original(item, i))
     images = read_images(write_images(rgb_images, tmp_path))
     assert decoded == []
     batches = images.batches(2, SAME_SIZE)
