@@ -12,8 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-
 
 @dataclass(frozen=True)
 class Preprocessing:
