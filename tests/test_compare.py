@@ -88,7 +88,7 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
 def test_compare_learning_curve(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
-                      labels_per_class=(3, "all"), kinds=("pixels", "finetune"),
+                      labels_per_class=(3, "all"), kinds=("classical", "finetune"),
                       freeze=("all",), device="cpu", progress=False)
     assert list(results["labels_per_class"].unique()) == [3, "all"]
     few = results[results["labels_per_class"] == 3]
@@ -117,7 +117,7 @@ def test_compare_rejects_bad_input(stripes):
 def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
     X, y = stripes
     with pytest.raises(TypeError, match=rf"'{bad}' \(did you mean '{meant}'\?\)") as error:
-        compare(X, y, quick=True, kinds=("pixels",), progress=False, **{bad: 2})
+        compare(X, y, quick=True, kinds=("classical",), progress=False, **{bad: 2})
     valid = str(error.value).split("Valid settings: ")[1]
     assert {"n_splits", "random_state", "max_epochs", "kinds"} <= set(valid.rstrip(".").split(", "))
     assert study_settings(random_state=7).random_state == 7
@@ -126,7 +126,7 @@ def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
 def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
-                      kinds=("pixels", "features", "finetune"), freeze=("all",),
+                      kinds=("classical", "features", "finetune"), freeze=("all",),
                       random_state=1, device="cpu", progress=False)
     blocks = backbone_blocks("efficientnet_lite0", image_size=32)
     features = results.loc[results["kind"] == "features", "method"].tolist()

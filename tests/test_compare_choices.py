@@ -78,7 +78,7 @@ def test_layer_and_depth_are_chosen_on_the_training_part_only(stripes, monkeypat
 
 def test_the_probe_is_a_labelled_diagnostic_and_the_report_recommends(stripes, tmp_path):
     X, y = stripes
-    results = compare(X, y, kinds=("pixels", "features"), **SMALL)
+    results = compare(X, y, kinds=("classical", "features"), **SMALL)
     probe = probe_table(results)
     assert list(probe["block"]) == list(range(9))
     assert probe["accuracy_mean"].between(0, 1).all()
@@ -120,7 +120,7 @@ def test_each_backbone_with_weights_gets_its_rows(stripes, tmp_path):
     torch.manual_seed(0)
     torch.save(torchvision.models.mobilenet_v3_small().state_dict(), weights)
     with pytest.warns(UserWarning, match="Skipping backbone 'resnet18'.*could not be downloaded"):
-        results = compare(X, y, kinds=("pixels", "features", "finetune"), freeze=("all",),
+        results = compare(X, y, kinds=("classical", "features", "finetune"), freeze=("all",),
                           backbones=["efficientnet_lite0", f"mobilenet_v3_small={weights}",
                                      "resnet18"], **SMALL)
     transfer = results[results["kind"].isin(["features", "finetune"])]

@@ -31,8 +31,6 @@ from sktransfer._training.transfer_net import resolve_freeze
 from sktransfer._engine.weights import WeightsUnavailableError
 
 KINDS = ("classical", "features", "finetune", "scratch")
-#: Earlier names of kinds, still accepted in ``kinds``.
-KIND_ALIASES = {"pixels": "classical"}
 #: Training from random weights uses batches small enough for this many steps per epoch...
 MIN_STEPS_PER_EPOCH = 10
 #: ...but never smaller than this (BatchNorm's batch statistics get too noisy).
@@ -110,8 +108,7 @@ SETTING_ALIASES = {"folds": "n_splits", "n_folds": "n_splits", "cv": "n_splits",
 def study_settings(quick=False, **overrides):
     """The preset (``quick`` or full) with the given non-None overrides applied.
 
-    ``backbone="name"`` is accepted for ``backbones=("name",)``, and the kind
-    ``"pixels"`` (its earlier name) for ``"classical"``.
+    ``backbone="name"`` is accepted for ``backbones=("name",)``.
 
     Raises
     ------
@@ -127,10 +124,8 @@ def study_settings(quick=False, **overrides):
     _check_setting_names(overrides)
     if isinstance(overrides.get("backbones"), (str, nn.Module)):
         overrides["backbones"] = (overrides["backbones"],)
-    if "kinds" in overrides:
-        kinds = overrides["kinds"]
-        overrides["kinds"] = tuple(KIND_ALIASES.get(k, k) for k in
-                                   ((kinds,) if isinstance(kinds, str) else kinds))
+    if isinstance(overrides.get("kinds"), str):
+        overrides["kinds"] = (overrides["kinds"],)
     return replace(PRESETS["quick" if quick else "full"], **overrides)
 
 
