@@ -25,6 +25,8 @@ from sktransfer._finetuning.regressor import FineTuneRegressor
 from sktransfer._extraction.hog import HOGFeatures
 from sktransfer._engine.images import read_images, take_rows
 from sktransfer._extraction.pixels import PixelFeatures
+from sktransfer.study.results import CHOSEN_BY_CV, result_columns
+from sktransfer.study.results import probe_table  # noqa: F401 (the tests import it here)
 from sktransfer.study.probe import block_features, make_probe, probe_columns, probe_rows, score_blocks
 from sktransfer.study.tasks import task_of
 from sktransfer._training.transfer_net import resolve_freeze
@@ -41,17 +43,7 @@ MIN_SCRATCH_BATCH = 8
 #: images: larger than most gaps between the methods it ranks.
 MIN_TEST_IMAGES = 20
 
-def result_columns(metrics=("accuracy",)):
-    """The results' columns: each metric is a mean and a ``_std`` over the outer folds."""
-    scores = [column for metric in metrics for column in (metric, f"{metric}_std")]
-    return ["kind", "method", "backbone", "freeze", "chosen", "labels_per_class", *scores,
-            "fit_seconds", "predict_seconds", "early_stopping", "n_train", "n_test",
-            "frozen_blocks"]
-
-
 RESULT_COLUMNS = result_columns()
-#: The ``freeze`` of the fine-tuning row whose depth an inner cross-validation chooses.
-CHOSEN_BY_CV = "inner CV"
 
 
 @dataclass(frozen=True)
@@ -339,21 +331,6 @@ def _warn_if_test_folds_are_small(splits):
         f"{MIN_TEST_IMAGES} per test fold: {MIN_TEST_IMAGES * n_splits} for {n_splits} "
         f"folds){fewer}, and read the ± spread over folds before choosing.",
         UserWarning, stacklevel=3)
-
-
-def probe_table(results):
-    """The layer probe a comparison ran, as a DataFrame (None without the features kind).
-
-    One row per backbone and block, with the columns of :func:`sktransfer.probe_layers`
-    and ``backbone``. Every block is scored on the outer test folds, so the curve is a
-    diagnostic: the best block's score is selected on those folds. The row "frozen
-    features, layer chosen by inner CV" is the unbiased score of choosing a layer.
-    """
-    import pandas as pd
-
-    if "layer_probe" not in results.attrs:
-        return None
-    return pd.DataFrame(results.attrs["layer_probe"])
 
 
 class _Fold(namedtuple("_Fold", "index train test labels_per_class backbone")):
