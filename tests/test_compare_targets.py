@@ -10,7 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktransfer import PixelFeatures, compare, write_report
-from sktransfer.study.compare import CHOSEN_DEPTH_METHOD, study_settings
+from sktransfer.study.methods import CHOSEN_DEPTH_METHOD
+from sktransfer.study.settings import study_settings
 from sktransfer.study.report import reading
 from sktransfer.study.tasks import task_of
 from sktransfer.cli import main
