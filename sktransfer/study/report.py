@@ -199,8 +199,6 @@ def _depth_sentences(finetune, metric):
 
 def _stopping_sentences(results):
     """Whether fine-tuning stopped early, as the ``early_stopping`` column records it."""
-    if "early_stopping" not in results:  # a table from before the column
-        return []
     finetune = results[results["kind"] == "finetune"]
     stopped = finetune["early_stopping"].map(cell_text)
     if not len(finetune) or (stopped == "").all():
@@ -235,9 +233,8 @@ def _markdown(results, files, title, description):
         chosen=results["chosen"].map(cell_text),
         backbone=results["backbone"].map(cell_text),
         frozen_blocks=integer_text(results["frozen_blocks"]),
+        early_stopping=results["early_stopping"].map(cell_text),
     )
-    if "early_stopping" in table:
-        table["early_stopping"] = results["early_stopping"].map(cell_text)
     header = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -274,8 +271,7 @@ def format_table(results):
 
 def _finetune_settings(finetune):
     """What the fine-tuning rows' "auto" settings resolved to, in words."""
-    sizes = finetune["n_train"] if "n_train" in finetune else []
-    small = [batchnorm_mode("auto", n) == "frozen" for n in sizes]  # compare's default
+    small = [batchnorm_mode("auto", n) == "frozen" for n in finetune["n_train"]]  # compare's default
     if all(small):
         batchnorm = "kept the BatchNorm statistics of the trainable blocks fixed (inference mode)"
     elif not any(small):
