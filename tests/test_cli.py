@@ -323,7 +323,6 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
                                                          capsys, targets):
     import re
 
-    from sktransfer.study.compare import _early_stopping
     from sktransfer.study.tasks import task_of
     from sktransfer._finetuning.base import MIN_VALIDATION_IMAGES
 
@@ -347,8 +346,8 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
 
         def part(n):
             return np.repeat(["h", "v"], n)
-        assert _early_stopping(part(threshold - 1), task) == {"early_stopping": False}
-        assert _early_stopping(part(threshold), task).get("early_stopping", True)
+        assert task.early_stopping(part(threshold - 1)) == {"early_stopping": False}
+        assert task.early_stopping(part(threshold)).get("early_stopping", True)
 
 
 @pytest.mark.parametrize("command", ["finetune", "extract", "compare"])

@@ -11,17 +11,13 @@ from PIL import Image
 from sklearn.model_selection import StratifiedKFold
 
 from sktransfer import FineTuneClassifier, backbone_blocks, compare, write_report
-from sktransfer.study.compare import (
-    CHOSEN_LAYER_METHOD,
-    MIN_STEPS_PER_EPOCH,
-    RESULT_COLUMNS,
-    _from_scratch,
-    _training,
-    available_backbones,
-    feature_method_name,
-    study_settings,
-)
-from sktransfer.study.report import plot_accuracy, plot_learning_curve, reading
+from sktransfer.study.backbones import available_backbones
+from sktransfer.study.methods import (MIN_STEPS_PER_EPOCH, _training, chosen_layer_method,
+                                      feature_method_name, from_scratch)
+from sktransfer.study.plots import plot_accuracy, plot_learning_curve
+from sktransfer.study.report import reading
+from sktransfer.study.results import result_columns
+from sktransfer.study.settings import study_settings
 from sktransfer.cli import main
 from sktransfer.datasets import load_digits_images, load_image_folder
 
@@ -88,7 +84,7 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
 def test_compare_learning_curve(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
-                      labels_per_class=(3, "all"), kinds=("pixels", "finetune"),
+                      labels_per_class=(3, "all"), kinds=("classical", "finetune"),
                       freeze=("all",), device="cpu", progress=False)
     assert list(results["labels_per_class"].unique()) == [3, "all"]
     few = results[results["labels_per_class"] == 3]
@@ -117,7 +113,7 @@ def test_compare_rejects_bad_input(stripes):
 def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
     X, y = stripes
     with pytest.raises(TypeError, match=rf"'{bad}' \(did you mean '{meant}'\?\)") as error:
-        compare(X, y, quick=True, kinds=("pixels",), progress=False, **{bad: 2})
+        compare(X, y, quick=True, kinds=("classical",), progress=False, **{bad: 2})
     valid = str(error.value).split("Valid settings: ")[1]
     assert {"n_splits", "random_state", "max_epochs", "kinds"} <= set(valid.rstrip(".").split(", "))
     assert study_settings(random_state=7).random_state == 7
@@ -126,12 +122,12 @@ def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
 def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
-                      kinds=("pixels", "features", "finetune"), freeze=("all",),
+                      kinds=("classical", "features", "finetune"), freeze=("all",),
                       random_state=1, device="cpu", progress=False)
     blocks = backbone_blocks("efficientnet_lite0", image_size=32)
     features = results.loc[results["kind"] == "features", "method"].tolist()
     assert features == [f"frozen features of block {blocks[-1].name} + logistic regression",
-                        CHOSEN_LAYER_METHOD]
+                        chosen_layer_method()]
     assert results["frozen_blocks"].dtype == "Int64"
     assert results.loc[results["kind"] == "finetune", "frozen_blocks"].tolist() == [len(blocks)]
     assert results.loc[results["kind"] != "finetune", "frozen_blocks"].isna().all()
@@ -156,7 +152,7 @@ def test_scratch_row_takes_enough_steps_and_keeps_the_last_epoch(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
     y = np.arange(200) % 2
-    clf = FineTuneClassifier(**_from_scratch(_training(plan, backbone, str(tmp_path)), y))
+    clf = FineTuneClassifier(**from_scratch(_training(plan, backbone, str(tmp_path)), y))
     clf.fit(X, y)
     batch_norm = next(m for m in clf.net_.module_.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert batch_norm.num_batches_tracked >= MIN_STEPS_PER_EPOCH * plan.max_epochs
@@ -173,7 +169,7 @@ def _results(*rows):
          "accuracy": accuracy, "accuracy_std": std, "fit_seconds": 1.0, "predict_seconds": 0.1,
          "n_train": 100, "n_test": 50, "frozen_blocks": depth.get(freeze)}
         for kind, method, freeze, labels, accuracy, std in rows
-    ], columns=RESULT_COLUMNS)
+    ], columns=result_columns())
 
 
 def _study(labels=(5, 20, "all"), depths=("all", 6, 0)):

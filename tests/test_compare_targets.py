@@ -10,7 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sktransfer import PixelFeatures, compare, write_report
-from sktransfer.study.compare import CHOSEN_DEPTH_METHOD, study_settings
+from sktransfer.study.methods import CHOSEN_DEPTH_METHOD
+from sktransfer.study.settings import study_settings
 from sktransfer.study.report import reading
 from sktransfer.study.tasks import task_of
 from sktransfer.cli import main
@@ -72,7 +73,7 @@ def test_regression_reports_r2_and_mae_with_a_ridge_baseline(digits, tmp_path):
 def test_multilabel_reports_macro_f1_subset_accuracy_and_each_label(digits, tmp_path):
     X, y = digits
     tags = digit_tags(y)
-    results = compare(X, tags, kinds=("pixels", "finetune"), freeze=("all",), **SMALL)
+    results = compare(X, tags, kinds=("classical", "finetune"), freeze=("all",), **SMALL)
     assert results.attrs["task"] == "multilabel" and results.attrs["metric"] == "f1_macro"
     per_label = ["f1 even", "f1 big", "f1 loop"]
     assert {"f1_macro", "subset_accuracy", *per_label} <= set(results.columns)
@@ -121,10 +122,10 @@ def test_a_target_the_task_cannot_take_is_named(y, task, message):
 
 def test_integer_counts_are_regression_on_request(digits):
     X, y = digits
-    results = compare(X, y, task="regression", kinds=("pixels",), **SMALL)
+    results = compare(X, y, task="regression", kinds=("classical",), **SMALL)
     assert results.attrs["task"] == "regression" and results["r2"].max() > 0.3
     with pytest.raises(ValueError, match="no classes to subsample"):
-        compare(X, ink_fraction(X), labels_per_class=(5, "all"), kinds=("pixels",), **SMALL)
+        compare(X, ink_fraction(X), labels_per_class=(5, "all"), kinds=("classical",), **SMALL)
 
 
 def _write_csv(folder, X, rows, header="path,ink"):

@@ -4,6 +4,11 @@ Features become less general and more specific to the source task going up a net
 how far up they still serve *your* images is an empirical question. The probe answers it
 cheaply: one forward pass per image yields the pooled output of every block, and a
 standardized linear model is cross-validated on each block's columns.
+
+Every fold's probe is fitted on that fold's training part only, but the curve as a
+whole looks at every fold: it is a diagnostic for choosing ``layer``, not an unbiased
+score of the chosen layer (nest it in an outer cross-validation for that, as
+:func:`sktransfer.compare` does).
 """
 
 import time
@@ -71,16 +76,10 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     -------
     pandas.DataFrame
         One row per block: ``block`` (index), ``name``, ``channels``, ``stride``,
-        ``accuracy_mean``, ``accuracy_std`` over folds (``<scoring>_mean`` and
-        ``<scoring>_std`` with ``scoring``), ``seconds`` (the probe's own
-        fits). ``attrs`` holds ``extract_seconds`` (the one shared forward pass) and,
-        with ``pixel_size``, ``pixels`` (mean and std accuracy of the pixel probe).
-
-    Notes
-    -----
-    Every fold's probe is fitted on that fold's training part only, but the curve
-    as a whole looks at every fold: it is a diagnostic for choosing ``layer``, not an
-    unbiased score of the chosen layer (nest it in an outer cross-validation for that).
+        ``accuracy_mean``, ``accuracy_std`` over folds (``<scoring>_mean`` and ``_std``
+        with ``scoring``), ``seconds`` (the probe's own fits). ``attrs`` holds
+        ``extract_seconds`` (the one shared forward pass) and, with ``pixel_size``,
+        ``pixels`` (mean and std score of the pixel probe).
 
     Examples
     --------
@@ -91,29 +90,45 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     >>> table.loc[table["accuracy_mean"].idxmax(), "name"]  # doctest: +SKIP
     'blocks.3'
     """
-    import pandas as pd
-
     y = np.asarray(y)
+    _check_default_probe(estimator, y)
     features = block_features(X, backbone=backbone, weights=weights, image_size=image_size,
                               image_shape=image_shape, device=device, precision=precision,
                               backend=backend, memory=memory, progress=progress)
+    splitter = _splitter(cv, y, random_state)
+    scores, seconds = score_blocks(features, y, splitter, estimator=estimator, scoring=scoring,
+                                   n_jobs=n_jobs)
+    table = _probe_table(features, scores, seconds, scoring, backbone)
+    if pixel_size is not None:
+        table.attrs["pixels"] = _pixel_probe(X, y, splitter, pixel_size, image_shape,
+                                             estimator, scoring, n_jobs)
+    return table
+
+
+def _pixel_probe(X, y, splitter, pixel_size, image_shape, estimator, scoring, n_jobs):
+    """Mean and std score of the probe on raw pixels: the no-transfer baseline."""
+    pixels = make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
+                           make_probe(estimator))
+    scores = cross_val_score(pixels, X, y, cv=splitter, scoring=scoring, n_jobs=n_jobs)
+    return float(scores.mean()), float(scores.std())
+
+
+def _check_default_probe(estimator, y):
     if estimator is None and type_of_target(y) not in ("binary", "multiclass"):
         raise ValueError(
             f"The default probe (logistic regression) takes class labels; y is "
             f"{type_of_target(y)}. For a numeric target pass estimator=RidgeCV() and "
             "scoring='r2'.")
-    splitter = _splitter(cv, y, random_state)
-    scores, seconds = score_blocks(features, y, splitter, estimator=estimator, scoring=scoring,
-                                   n_jobs=n_jobs)
+
+
+def _probe_table(features, scores, seconds, scoring, backbone):
+    """The probe's table, with the extraction's seconds and the backbone in ``attrs``."""
+    import pandas as pd
+
     table = pd.DataFrame(probe_rows(features.blocks, scores, seconds),
                          columns=probe_columns(scoring))
     table.attrs["extract_seconds"] = features.seconds
     table.attrs["backbone"] = backbone if isinstance(backbone, str) else type(backbone).__name__
-    if pixel_size is not None:
-        pixels = cross_val_score(make_pipeline(PixelFeatures(pixel_size, image_shape=image_shape),
-                                               make_probe(estimator)), X, y, cv=splitter,
-                                 scoring=scoring, n_jobs=n_jobs)
-        table.attrs["pixels"] = (float(pixels.mean()), float(pixels.std()))
     return table
 
 
