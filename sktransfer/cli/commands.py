@@ -79,7 +79,7 @@ def run_compare(args):
 
 
 def _early_stopping_rule(task):
-    """When the study stops fine-tuning early (sktransfer.study.compare._early_stopping)."""
+    """When the study stops fine-tuning early (see study.tasks.ClassificationTask)."""
     from sktransfer._finetuning.base import MIN_VALIDATION_IMAGES
 
     rule = (f"stopping early where the validation part holds at least {MIN_VALIDATION_IMAGES} "
