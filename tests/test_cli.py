@@ -39,6 +39,7 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_safe_file_that_load_and_predict_read(image_folder, tmp_path,
                                                                   monkeypatch):
     model_file = tmp_path / "out" / "m.safetensors"  # the folder is created
@@ -165,6 +166,7 @@ def test_option_errors_say_what_is_valid(capsys):
     assert "positive whole number" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_epoch_tables_carry_no_colour_codes_when_piped(image_folder, tmp_path, capsys):
     assert main(["finetune", str(image_folder), *NETWORK, "--freeze", "all", "--max-epochs",
                  "2", "-o", str(tmp_path / "m.safetensors")]) == 0
@@ -181,6 +183,7 @@ def test_help_answers_without_importing_torch():
     assert result.stdout.strip().endswith("False")
 
 
+@pytest.mark.slow
 def test_probe_writes_the_table_and_the_plot(image_folder, tmp_path, capsys):
     out = tmp_path / "probe"
     assert main(["probe", str(image_folder), *NETWORK, "--n-splits", "2", "-o", str(out)]) == 0
@@ -208,6 +211,7 @@ def read_predictions(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("targets, task", [("brightness", []),
                                            ("counts", ["--task", "regression"])])
 def test_finetune_trains_a_regressor_for_quantities(stripes, tmp_path, capsys, targets, task):
@@ -230,6 +234,7 @@ def test_finetune_trains_a_regressor_for_quantities(stripes, tmp_path, capsys, t
     assert "--proba needs a classifier" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_writes_one_column_per_tag_for_a_multilabel_model(stripes, tmp_path):
     X, y = stripes
     tags = np.stack([y == "h", np.arange(len(y)) % 3 == 0], axis=1).astype(int)
@@ -301,6 +306,7 @@ def show_warning_as_python_does(message, category, filename, lineno, file=None, 
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+@pytest.mark.slow
 def test_skip_warning_is_one_clean_line(image_folder, tmp_path, capsys):
     bad = truncate_one_jpeg(image_folder)
     formatwarning = warnings.formatwarning
@@ -350,6 +356,7 @@ def test_compare_header_says_when_early_stopping_applies(stripes, tmp_path, monk
         assert task.early_stopping(part(threshold)).get("early_stopping", True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["finetune", "extract", "compare"])
 def test_written_files_respect_the_umask(image_folder, tmp_path, monkeypatch, command):
     from .test_compare import _study

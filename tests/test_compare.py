@@ -59,6 +59,7 @@ def test_bad_folders_are_named(tmp_path, layout, message):
     assert main(["compare", str(root), "--out", str(tmp_path / "out")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["compare", str(image_folder), "--out", str(out), "--quick", "--choose-depth",
@@ -81,6 +82,7 @@ def test_cli_compare_end_to_end(image_folder, tmp_path, capsys):
     assert "pixels + RBF SVC" in printed and "results.csv" in printed
 
 
+@pytest.mark.slow
 def test_compare_learning_curve(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
@@ -119,6 +121,7 @@ def test_unknown_setting_names_it_and_the_close_one(stripes, bad, meant):
     assert study_settings(random_state=7).random_state == 7
 
 
+@pytest.mark.slow
 def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, quick=True, image_size=32, max_epochs=1, n_splits=2,
@@ -140,6 +143,7 @@ def test_compare_names_blocks_and_keeps_depths_integer(stripes, tmp_path):
     assert "nan" not in report and f"{len(blocks)}.0" not in report
 
 
+@pytest.mark.slow
 def test_scratch_row_takes_enough_steps_and_keeps_the_last_epoch(tmp_path):
     """A random network's BatchNorm statistics need many steps before eval mode works.
 
@@ -244,6 +248,7 @@ def test_report_prints_depths_as_integers(tmp_path):
     assert "| 9 |" in report and "9.0" not in report and "nan" not in report
 
 
+@pytest.mark.slow
 def test_cli_backbones_lists_names_and_blocks(capsys):
     assert main(["backbones", "resnet18"]) == 0
     assert "layer4" in capsys.readouterr().out
@@ -255,6 +260,7 @@ def _test_images_warnings(caught):
     return [str(w.message) for w in caught if "test images" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_n_test_is_the_mean_over_folds_and_small_folds_warn(stripes):
     """Three stratified folds of 20 + 20 stripes test 14, 13 and 13 images: the mean, 13,
     is each row's n_test (not the first fold's 14), and folds that small are noise."""
@@ -269,6 +275,7 @@ def test_n_test_is_the_mean_over_folds_and_small_folds_warn(stripes):
     assert "**Caution:** the test folds held only 13 images each" in recommended
 
 
+@pytest.mark.slow
 def test_twelve_images_warn_and_enough_do_not(stripes):
     """3 images of each of 4 digits give folds of 4 test images: a recommendation from
     them is noise, and compare and the report say so; 20 test images per fold do not."""
@@ -289,6 +296,7 @@ def test_twelve_images_warn_and_enough_do_not(stripes):
     assert "Caution" not in reading(results)
 
 
+@pytest.mark.slow
 def test_the_report_says_where_early_stopping_was_off(stripes, tmp_path, monkeypatch):
     """Two labels per class leave no image of a class to hold out: that row trains
     every epoch, the full training part stops early, and the report says which did which."""

@@ -27,6 +27,7 @@ def _digest(image):
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_layer_and_depth_are_chosen_on_the_training_part_only(stripes, monkeypatch):
     X, y = stripes
     outer = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
@@ -69,6 +70,7 @@ def test_layer_and_depth_are_chosen_on_the_training_part_only(stripes, monkeypat
     assert depth["fit_seconds"] > fixed["fit_seconds"].max()
 
 
+@pytest.mark.slow
 def test_the_probe_is_a_labelled_diagnostic_and_the_report_recommends(stripes, tmp_path):
     X, y = stripes
     results = compare(X, y, kinds=("classical", "features"), **SMALL)
@@ -107,6 +109,7 @@ def test_recommendation_takes_the_cheapest_method_within_noise_of_the_best():
     assert reading(rows).endswith(recommendation(rows))
 
 
+@pytest.mark.slow
 def test_each_backbone_with_weights_gets_its_rows(stripes, tmp_path):
     X, y = stripes
     weights = tmp_path / "mobilenet.pth"
@@ -145,6 +148,7 @@ def test_backbone_and_backbones_settings():
         study_settings(model="resnet18")
 
 
+@pytest.mark.slow
 def test_cli_compare_takes_several_backbones(image_folder, tmp_path, capsys):
     out = tmp_path / "report"
     with pytest.warns(UserWarning, match="Skipping backbone 'resnet18'"):
@@ -158,6 +162,7 @@ def test_cli_compare_takes_several_backbones(image_folder, tmp_path, capsys):
     assert "invalid backbones" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_search_without_refit_scores_only(stripes):
     from ._helpers import tiny_cnn
 
@@ -176,6 +181,7 @@ def test_a_search_without_refit_scores_only(stripes):
         search.transform(X)
 
 
+@pytest.mark.slow
 def test_too_few_labels_to_choose_fall_back_to_the_fixed_settings(stripes):
     """One label per class leaves no inner folds: the rows keep the top layer and the
     first depth, and say so in ``chosen`` instead of failing."""
@@ -190,6 +196,7 @@ def test_too_few_labels_to_choose_fall_back_to_the_fixed_settings(stripes):
     assert results["accuracy"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_inner_splits_zero_leaves_the_chosen_rows_out(stripes):
     X, y = stripes
     results = compare(X, y, kinds=("features", "finetune"), freeze=("all", -1),
@@ -203,6 +210,7 @@ def test_inner_splits_zero_leaves_the_chosen_rows_out(stripes):
         main(["compare", "--inner-splits", "1"])
 
 
+@pytest.mark.slow
 def test_two_weight_files_of_one_architecture_stay_apart(stripes, tmp_path):
     X, y = stripes
     paths = []
@@ -223,6 +231,7 @@ def test_two_weight_files_of_one_architecture_stay_apart(stripes, tmp_path):
     np.testing.assert_array_equal(second, third)
 
 
+@pytest.mark.slow
 def test_feature_layers_take_fractions_names_and_negative_indices(stripes):
     """A fraction f is the top block of the part freeze=f keeps frozen: 1.0 the top block
     (an IndexError before), 0.5 of 9 blocks the 4th, as freeze=0.5 freezes 4."""
@@ -239,6 +248,7 @@ def test_feature_layers_take_fractions_names_and_negative_indices(stripes):
     assert freeze_depth(0.5, backbone) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting, message", [
     ({"feature_layers": (1.5,)}, r"feature_layers: 1.5 is not a block of efficientnet_lite0, "
                                  r"which has 9 blocks: stem, blocks.0, .*, conv_head\. .*"
@@ -267,6 +277,7 @@ def test_bad_layers_and_depths_are_named_before_anything_is_trained(stripes, mon
         compare(X, y, kinds=("classical", "features", "finetune"), **{**SMALL, **setting})
 
 
+@pytest.mark.slow
 def test_the_chosen_depth_row_does_not_depend_on_the_fixed_rows(stripes, monkeypatch):
     """The depth chosen by inner CV is searched and refitted by its own estimator: run
     alone, without the fixed-depth rows, it gives the same row as beside them."""

@@ -37,6 +37,7 @@ def digit_tags(y):
                          "loop": np.isin(y, [0, 6, 8, 9])}).astype(int)
 
 
+@pytest.mark.slow
 def test_regression_reports_r2_and_mae_with_a_ridge_baseline(digits, tmp_path):
     X, y = digits
     target = ink_fraction(X)
@@ -70,6 +71,7 @@ def test_regression_reports_r2_and_mae_with_a_ridge_baseline(digits, tmp_path):
     assert "with R² " in text and "ridge regression" in text and "| r2 | r2_std" not in text
 
 
+@pytest.mark.slow
 def test_multilabel_reports_macro_f1_subset_accuracy_and_each_label(digits, tmp_path):
     X, y = digits
     tags = digit_tags(y)
@@ -87,6 +89,7 @@ def test_multilabel_reports_macro_f1_subset_accuracy_and_each_label(digits, tmp_
     assert "macro F1" in reading(results) and files["plot"].name == "scores.png"
 
 
+@pytest.mark.slow
 def test_regression_depth_is_chosen_by_an_inner_grid_search(digits):
     X, y = digits
     results = compare(X, ink_fraction(X), kinds=("finetune",), freeze=("all", -1),
@@ -120,6 +123,7 @@ def test_a_target_the_task_cannot_take_is_named(y, task, message):
         task_of(y, task)
 
 
+@pytest.mark.slow
 def test_integer_counts_are_regression_on_request(digits):
     X, y = digits
     results = compare(X, y, task="regression", kinds=("classical",), **SMALL)
@@ -178,6 +182,7 @@ def test_a_bad_csv_is_named(digits, tmp_path, body, message):
         load_data(path)
 
 
+@pytest.mark.slow
 def test_cli_compares_a_csv_regression_target(digits, tmp_path, capsys):
     X, _ = digits
     path = _write_csv(tmp_path / "data", X[:40], ink_fraction(X[:40]))

@@ -32,6 +32,7 @@ def search():
                         {"freeze": [0, 1, "all"]}, cv=2)
 
 
+@pytest.mark.slow
 def test_grid_search_on_dask_equals_the_serial_run(client, stripes):
     import joblib
 
@@ -79,6 +80,7 @@ def image_files(tmp_path, rgb_images):
     return paths
 
 
+@pytest.mark.slow
 def test_extract_features_equals_transform_and_ships_the_network_once(client, image_files):
     from sktransfer.dask import extract_features
 
@@ -104,6 +106,7 @@ def test_extract_features_from_a_dask_array(client, rgb_images):
     np.testing.assert_allclose(features.compute(), extractor.transform(rgb_images), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_worker_with_two_threads_shares_one_extractor(rgb_images):
     """The README's setting (threads as cores): partitions run concurrently on one object."""
     from sktransfer.dask import extract_features

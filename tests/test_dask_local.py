@@ -10,6 +10,7 @@ da = pytest.importorskip("dask.array", reason="the dask extra is not installed")
 pytestmark = pytest.mark.dask
 
 
+@pytest.mark.slow
 def test_extract_features_without_a_client(rgb_images):
     from sktransfer.dask import extract_features
 

@@ -92,6 +92,7 @@ def test_fit_does_not_touch_parameters(tiny_backbone):
     assert extractor.layer == 1 and not hasattr(CNNFeatureExtractor(), "backbone_")
 
 
+@pytest.mark.slow
 def test_pipeline_gridsearch_clone_and_pickle(digits):
     X, y = digits
     pipe = make_pipeline(
