@@ -149,8 +149,6 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        state.pop("compile", None)  # pickled before ONNX Runtime replaced torch.compile
-        state.setdefault("backend", "auto")
         super().__setstate__(state)
         if self.__sklearn_is_fitted__():
             self._make_inference_blocks()

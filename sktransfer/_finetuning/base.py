@@ -183,14 +183,6 @@ class FineTuneBase(NetworkEstimator):
     """
 
     _criterion_params = ()
-    #: For models pickled before test-time augmentation existed.
-    tta = None
-    #: For models pickled before BatchNorm's mode and the head's start were settings:
-    #: they trained the statistics and started from a random head.
-    batchnorm = batchnorm_ = "train"
-    head_init = head_init_ = "random"
-    #: For models pickled before early stopping's "auto".
-    early_stopping_ = True
 
     _parameter_constraints = {
         **NetworkEstimator._parameter_constraints,
@@ -607,7 +599,7 @@ class FineTuneBase(NetworkEstimator):
             "n_frozen_": self.n_frozen_, "best_epoch_": self.best_epoch_,
             "batchnorm_": self.batchnorm_, "head_init_": self.head_init_,
             "early_stopping_": self.early_stopping_,
-            "lr_": getattr(self, "lr_", self.lr),  # models pickled before lr_ existed
+            "lr_": self.lr_,
             "history": [{k: v for k, v in epoch.items() if k != "batches"}
                         for epoch in self.history_],
             **self._target_state(),
@@ -620,14 +612,12 @@ class FineTuneBase(NetworkEstimator):
 
         self._set_target_state(description)
         self._build_network(resolve_backbone(self.backbone, weights=None), n_samples=0)
-        # Files from before these settings resolved per fit: what "auto" gives.
-        self.batchnorm_ = self._model.batchnorm = description.get("batchnorm_", self.batchnorm_)
-        self.head_init_ = description.get("head_init_", self.head_init_)
-        self.early_stopping_ = description.get("early_stopping_", True)
+        self.batchnorm_ = self._model.batchnorm = description["batchnorm_"]
+        self.head_init_ = description["head_init_"]
+        self.early_stopping_ = description["early_stopping_"]
         self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self._model.load_state_dict(tensors)
-        # No training targets here; the rate only matters to a warm fit.
-        self.lr_ = description.get("lr_", self.lr if self.lr != "auto" else 1e-3)
+        self.lr_ = description["lr_"]
         net = self._skorch_net(None, torch.device("cpu"), lr=self.lr_)
         net.initialize()
         net.history = History(description["history"])
