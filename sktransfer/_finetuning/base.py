@@ -346,7 +346,7 @@ class FineTuneBase(NetworkEstimator):
         self.best_epoch_ = net.best_epoch()
         self.interrupted_ = interrupted
         self._forget_training_data()
-        self._make_inference_blocks(warn=False)  # a bf16 fallback was told for training
+        self._prepare_inference(warn=False)  # a bf16 fallback was told for training
         if interrupted:
             raise KeyboardInterrupt(
                 f"{type(self).__name__}.fit interrupted in epoch {self.history_[-1, 'epoch']}; "
@@ -625,4 +625,4 @@ class FineTuneBase(NetworkEstimator):
         self.best_epoch_ = description["best_epoch_"]
         self.interrupted_ = False
         self._forget_training_data()
-        self._make_inference_blocks()
+        self._prepare_inference()
