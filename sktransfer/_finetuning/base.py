@@ -17,7 +17,7 @@ from sklearn.base import _fit_context, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from sktransfer._engine.backbones import resolve_backbone, weights_digest
 from sktransfer._engine.estimator import NetworkEstimator
@@ -146,30 +146,6 @@ TRAINING_PARAMETER_DOCS = {
 }
 
 
-def check_sample_weight(sample_weight, n_samples):
-    """``sample_weight`` as a float32 array of ``n_samples`` finite weights >= 0, or None."""
-    if sample_weight is None:
-        return None
-    try:
-        weight = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError("sample_weight must be numbers, one per sample.") from None
-    if weight.ndim == 0:
-        weight = np.full(n_samples, float(weight))
-    if weight.ndim != 1 or len(weight) != n_samples:
-        raise ValueError(f"sample_weight has shape {weight.shape} for {n_samples} samples: "
-                         "give one weight per sample (a 1-D array).")
-    if not np.isfinite(weight).all():
-        raise ValueError("sample_weight contains NaN or infinite values: give every sample a "
-                         "finite weight (0 leaves a sample out of the loss).")
-    if (weight < 0).any():
-        raise ValueError(f"sample_weight has negative values (smallest {weight.min():g}): "
-                         "weights must be >= 0.")
-    if not weight.any():
-        raise ValueError("sample_weight is zero for every sample: nothing to train on.")
-    return weight.astype(np.float32)
-
-
 class FineTuneBase(NetworkEstimator):
     """Base of the fine-tuning estimators; not for direct use.
 
@@ -279,7 +255,9 @@ class FineTuneBase(NetworkEstimator):
     def _fit(self, X, y, *, epochs, warm, sample_weight=None, range_test_only=None,
              **target_options):
         images, device = self._check_runtime(X, reset=not warm)
-        sample_weight = check_sample_weight(sample_weight, len(images))  # before any state
+        if sample_weight is not None:  # before any state
+            sample_weight = _check_sample_weight(sample_weight, np.empty(len(images)),
+                                                 dtype=np.float32, ensure_non_negative=True)
         y = self._encode_targets(y, len(images), warm=warm, **target_options)
         precision = resolve_precision(device, self.precision)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)

@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import _check_sample_weight
 
 from sktransfer._engine.backbones import resolve_backbone
 from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
@@ -17,7 +18,7 @@ from sktransfer._engine.device import resolve_precision
 from sktransfer._finetuning.classifier import FineTuneClassifier
 from sktransfer._engine.images import take_rows
 from sktransfer._engine.inference import Inference, block_output_shapes, inference_batch_size
-from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, check_sample_weight
+from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS
 from sktransfer._training.transfer_net import resolve_freeze
 from sktransfer._training.trunk import FrozenTrunk
 
@@ -233,7 +234,9 @@ class FineTuneClassifierCV(FineTuneClassifier):
         """
         images, device = self._check_runtime(X)
         self._encode_targets(y, len(images), warm=False)  # checks y once, for a clear error
-        sample_weight = check_sample_weight(sample_weight, len(images))
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, np.empty(len(images)),
+                                                 dtype=np.float32, ensure_non_negative=True)
         y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
         backbone = resolve_backbone(self.backbone, self.weights)
         n_blocks = len(backbone.block_names)
