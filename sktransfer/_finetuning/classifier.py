@@ -19,7 +19,8 @@ from sklearn.utils.validation import (
 from torch import nn
 
 from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, FineTuneBase
+from sktransfer._finetuning.base import FineTuneBase
+from sktransfer._finetuning.settings import TRAINING_PARAMETER_DOCS
 
 
 @with_parameter_docs(NETWORK_PARAMETER_DOCS, TRAINING_PARAMETER_DOCS)
