@@ -61,37 +61,63 @@ def test_fitted_search_predicts_pickles_and_saves(stripes, tmp_path):
 
 
 def test_no_test_fold_leaks_into_the_fold_models(stripes, monkeypatch):
-    """Each fold's model is fit on exactly its fold's training images (recorded)."""
+    """Each fold's model trains on exactly its fold's training rows (recorded, not guessed)."""
     from sklearn.model_selection import KFold
+
+    from sktransfer._finetuning.base import FineTuneBase
 
     X, y = stripes
     trained_on = []
-    fit = FineTuneClassifier.fit
+    fit = FineTuneBase._fit
 
-    def recording_fit(self, X_fold, y_fold, **kwargs):
-        trained_on.append({image.tobytes() for image in X_fold})
-        return fit(self, X_fold, y_fold, **kwargs)
+    def recording_fit(self, X_fit, y_fit, sample_weight, *, trunk_inputs=None, **kwargs):
+        n_inputs = None if trunk_inputs is None else len(trunk_inputs)
+        trained_on.append(({image.tobytes() for image in X_fit}, len(X_fit), n_inputs))
+        return fit(self, X_fit, y_fit, sample_weight, trunk_inputs=trunk_inputs, **kwargs)
 
-    monkeypatch.setattr(FineTuneClassifier, "fit", recording_fit)
+    monkeypatch.setattr(FineTuneBase, "_fit", recording_fit)
     cv = KFold(4, shuffle=True, random_state=0)
     FineTuneClassifierCV(counting_cnn(), freezes=[1, 2], cv=cv, image_size=16, max_epochs=1,
-                         early_stopping=False, refit=False, device="cpu", random_state=0,
+                         early_stopping=False, refit=True, device="cpu", random_state=0,
                          progress=False).fit(X, y)
-    expected = [{X[i].tobytes() for i in train} for train, _ in cv.split(X, y) for _ in (1, 2)]
-    assert trained_on == expected  # and so never an image of its test fold
     assert len({image.tobytes() for image in X}) == len(X)  # images tell rows apart
+    folds = [(set(train), set(test)) for train, test in cv.split(X, y)]
+    assert len(trained_on) == 2 * len(folds) + 1  # 2 depths x 4 folds, then the refit
+    rows = {image.tobytes(): i for i, image in enumerate(X)}
+    fits = []
+    for images, n_images, n_inputs in trained_on[:-1]:
+        seen = {rows[image] for image in images}
+        train, test = next((train, test) for train, test in folds if train == seen)
+        assert seen.isdisjoint(test)  # no test-fold row among the training rows
+        assert n_images == n_inputs == len(train)  # the shared trunk rows: the fold's too
+        fits.append(frozenset(train))
+    assert sorted(map(sorted, fits)) == sorted(sorted(train) for train, _ in folds for _ in (1, 2))
+    assert trained_on[-1][1:] == (len(X), len(X))  # the refit: every row
 
 
-def test_a_search_offers_no_partial_fit():
+def test_a_search_offers_no_partial_fit_and_no_find_lr():
     assert not hasattr(FineTuneClassifierCV(), "partial_fit")
+    assert not hasattr(FineTuneClassifierCV(), "find_lr")
     assert hasattr(FineTuneClassifier(), "partial_fit")
 
 
 def test_folds_too_small_to_stop_early_are_told_before_training(stripes, monkeypatch):
     X, y = stripes
-    monkeypatch.setattr(FineTuneClassifier, "fit", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(FineTuneClassifier, "_fit", lambda *a, **k: pytest.fail("trained"))
     search = FineTuneClassifierCV(counting_cnn(), freezes=FREEZES, cv=2, early_stopping=True,
                                   **SETTINGS)
     with pytest.raises(ValueError, match=r"Fold 0 trains on 5 of the 10 samples.*"
                                          r"early_stopping=False.*fewer folds"):
         search.fit(X[:10], y[:10])
+
+
+def test_search_candidates_share_the_images_and_trunk_outputs_uncopied():
+    """GridSearchCV clones its estimator per depth and fold: the data must not be copied."""
+    import torch
+    from sklearn.base import clone
+
+    from sktransfer._finetuning.candidates import DepthCandidate, SearchData
+
+    data = SearchData(np.zeros((4, 8, 8)), {1: torch.zeros(4, 2)}, {}, ["a", "b"])
+    candidate = clone(DepthCandidate(freeze=1, shared=data)).set_params(freeze=2)
+    assert candidate.shared is data

@@ -222,12 +222,14 @@ def test_targets_that_do_not_fit_the_estimator_are_named(discs, make, y, message
         make(tiny_cnn(), **FAST).fit(X[:20], y(area[:20]))
 
 
+# scikit-learn's own checks (_check_sample_weight), with its wording.
 @pytest.mark.parametrize("weight, error, message", [
-    (-np.ones(20), ValueError, "negative values"),
-    (np.r_[np.nan, np.ones(19)], ValueError, "NaN or infinite"),
-    (np.ones(19), ValueError, r"shape \(19,\) for 20 samples"),
-    (np.zeros(20), ValueError, "zero for every sample"),
-    (["heavy"] * 20, TypeError, "numbers, one per sample"),
+    (-np.ones(20), ValueError, "Negative values in data passed to `sample_weight`"),
+    (np.r_[np.nan, np.ones(19)], ValueError, "sample_weight contains NaN"),
+    (np.r_[np.inf, np.ones(19)], ValueError, "sample_weight contains infinity"),
+    (np.ones(19), ValueError, r"sample_weight.shape == \(19,\), expected \(20,\)"),
+    (np.zeros(20), ValueError, "at least one non-zero number"),
+    (["heavy"] * 20, ValueError, "could not convert string to float: 'heavy'"),
 ])
 @pytest.mark.parametrize("make", [FineTuneClassifier, FineTuneRegressor])
 def test_bad_sample_weights_are_named(discs, make, weight, error, message):
@@ -256,7 +258,7 @@ def test_balanced_class_weights_count_the_sample_weights(discs):
 def test_a_bad_weight_leaves_the_fitted_model_as_it_was(tagged):
     X, Y = tagged
     clf = FineTuneClassifier(tiny_cnn(), **{**FAST, "max_epochs": 1}).fit(X, Y[:, 0])
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="Negative values"):
         clf.fit(X, Y, sample_weight=-np.ones(len(X)))
     assert list(clf.classes_) == [0, 1] and clf.predict(X).shape == (160,)
 

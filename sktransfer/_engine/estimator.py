@@ -96,7 +96,7 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
 
     Subclasses set in ``fit``: ``preprocessing_``, ``_feature_names_out``, and
     implement ``_fitted_blocks()`` (the network's blocks), ``_get_safe_state()`` and
-    ``_set_safe_state()``; then call ``_make_inference_blocks()``.
+    ``_set_safe_state()``; then call ``_prepare_inference()``.
     """
 
     _parameter_constraints = dict(NETWORK_PARAMETER_CONSTRAINTS)
@@ -114,7 +114,7 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
 
     # -- the inference copy ------------------------------------------------------
 
-    def _make_inference_blocks(self, *, warn=True):
+    def _prepare_inference(self, *, warn=True):
         """Prepare the fitted network for inference, once (at fit and on unpickling).
 
         On the device that ``device`` resolves to, so that transform and predict only
@@ -149,11 +149,9 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        state.pop("compile", None)  # pickled before ONNX Runtime replaced torch.compile
-        state.setdefault("backend", "auto")
         super().__setstate__(state)
         if self.__sklearn_is_fitted__():
-            self._make_inference_blocks()
+            self._prepare_inference()
 
     # -- transform ---------------------------------------------------------------
 

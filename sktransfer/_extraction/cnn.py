@@ -112,7 +112,7 @@ class CNNFeatureExtractor(NetworkEstimator):
             raise ValueError("layer is an empty list; give at least one block.")
         self.layers_ = [self.backbone_.block_index(layer) for layer in layers]
         self._feature_names_out = self._probe_feature_names()
-        self._make_inference_blocks()
+        self._prepare_inference()
         return self
 
     def _fitted_blocks(self):
@@ -133,7 +133,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self.layers_ = description["layers_"]
         self._feature_names_out = self._probe_feature_names()
-        self._make_inference_blocks()
+        self._prepare_inference()
 
     def transform(self, X):
         """Features of each image.

@@ -19,7 +19,8 @@ from sklearn.utils.validation import (
 from torch import nn
 
 from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, FineTuneBase
+from sktransfer._finetuning.base import FineTuneBase
+from sktransfer._finetuning.settings import TRAINING_PARAMETER_DOCS
 
 
 @with_parameter_docs(NETWORK_PARAMETER_DOCS, TRAINING_PARAMETER_DOCS)
@@ -117,9 +118,6 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         "class_weight": [None, StrOptions({"balanced"}), dict],
         "threshold": [Interval(Real, 0, 1, closed="both")],
     }
-    #: Whether the fitted y was a multi-label indicator (set by fit; False for models
-    #: pickled before multi-label existed).
-    _multilabel = False
     _criterion_params = ("class_weight",)
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", freeze=0, lr=1e-3,
@@ -375,7 +373,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     def _set_target_state(self, description):
         self.classes_ = np.asarray(description["classes"],
                                    dtype=np.dtype(description["classes_dtype"]))
-        self._multilabel = description.get("multilabel", False)
+        self._multilabel = description["multilabel"]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

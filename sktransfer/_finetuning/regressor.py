@@ -9,7 +9,8 @@ from sklearn.utils.validation import check_array, check_consistent_length, check
 from torch import nn
 
 from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, FineTuneBase
+from sktransfer._finetuning.base import FineTuneBase
+from sktransfer._finetuning.settings import TRAINING_PARAMETER_DOCS
 
 LOSSES = {"squared_error": nn.MSELoss, "huber": nn.HuberLoss}
 

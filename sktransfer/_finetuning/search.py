@@ -1,24 +1,39 @@
-"""How deep to freeze, chosen by cross-validation, with the frozen trunk computed once."""
+"""How deep to freeze, chosen by cross-validation, with the frozen trunk computed once.
 
-import time
+:class:`FineTuneClassifierCV` runs scikit-learn's ``GridSearchCV`` over ``freeze`` on row
+indices. Its estimator, a :class:`~sktransfer._finetuning.candidates.DepthCandidate`,
+fits a :class:`FineTuneClassifier` on the images of its rows with the frozen blocks'
+outputs for those rows, computed once for every depth and fold, and scores it (by
+default, accuracy straight from those outputs).
+"""
+
 from numbers import Integral
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn.base import _fit_context
-from sklearn.metrics import accuracy_score, check_scoring
-from sklearn.model_selection import check_cv
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.model_selection import GridSearchCV, check_cv
 from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from sktransfer._engine.backbones import resolve_backbone
+from sktransfer._engine.cache import check_cache_folder
+from sktransfer._engine.device import resolve_device, resolve_precision
 from sktransfer._engine.estimator import NETWORK_PARAMETER_DOCS, with_parameter_docs
-from sktransfer._engine.device import resolve_precision
+from sktransfer._engine.images import check_images
+from sktransfer._engine.inference import (
+    Inference,
+    block_output_shapes,
+    inference_batch_size,
+    resolve_backend,
+)
+from sktransfer._finetuning.candidates import (
+    DepthCandidate,
+    SearchData,
+    candidate_depth,
+    check_folds_can_stop_early,
+)
 from sktransfer._finetuning.classifier import FineTuneClassifier
-from sktransfer._engine.images import take_rows
-from sktransfer._engine.inference import Inference, block_output_shapes, inference_batch_size
-from sktransfer._finetuning.base import TRAINING_PARAMETER_DOCS, check_sample_weight
-from sktransfer._training.transfer_net import resolve_freeze
+from sktransfer._finetuning.settings import TRAINING_PARAMETER_DOCS
 from sktransfer._training.trunk import FrozenTrunk
 
 #: The parameters of the search itself; the rest are FineTuneClassifier's.
@@ -28,15 +43,16 @@ DEFAULT_FREEZES = ("all", 0.75, 0.5, 0.25, 0)
 
 
 @with_parameter_docs(NETWORK_PARAMETER_DOCS, TRAINING_PARAMETER_DOCS)
-class FineTuneClassifierCV(FineTuneClassifier):
+class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
     """A :class:`FineTuneClassifier` whose freeze depth is chosen by cross-validation.
 
     In the spirit of ``LogisticRegressionCV``: ``fit`` scores every candidate depth on
-    every fold and refits the best depth on all the data. It gives the same
-    ``cv_results_`` as ``GridSearchCV(FineTuneClassifier(), {"freeze": freezes})``,
-    faster: without augmentation the frozen trunk is computed **once** for all depths
-    and folds (one pass through the blocks yields the input of every candidate's first
-    trainable block), and each fold and depth trains and scores only its trainable top.
+    every fold and refits the best depth on all the data (``best_estimator_``, a
+    :class:`FineTuneClassifier`, which predicts). It runs ``GridSearchCV`` over
+    ``freeze`` and gives its ``cv_results_``, faster: without augmentation the frozen
+    trunk is computed **once** for all depths and folds (one pass through the blocks
+    yields the input of every candidate's first trainable block), and each fold and
+    depth trains and scores only its trainable top.
 
     Parameters
     ----------
@@ -94,9 +110,16 @@ class FineTuneClassifierCV(FineTuneClassifier):
         With ``GridSearchCV``'s keys: ``params``, ``param_freeze``,
         ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
         ``rank_test_score``, ``mean_fit_time``, ... (``pandas.DataFrame`` takes it).
-    n_frozen_, batchnorm_, head_init_, classes_, net_, history_, best_epoch_ : as in
-        :class:`FineTuneClassifier`
-        Of the model refitted on all the data at the chosen depth.
+    n_frozen_ : int
+        The chosen candidate's number of frozen blocks.
+    best_estimator_ : FineTuneClassifier
+        The chosen depth refitted on all the data (``refit=True`` only); its
+        ``net_``, ``history_``, ``batchnorm_``, ``head_init_``, ... describe the model
+        that predicts.
+    classes_ : ndarray
+        Class labels, as :class:`FineTuneClassifier` sets them.
+    n_features_in_ : int
+        Columns of ``X`` during fit, when ``X`` was a 2-D array.
 
     Examples
     --------
@@ -119,13 +142,13 @@ class FineTuneClassifierCV(FineTuneClassifier):
         "scoring": [None, str, callable],
         "n_jobs": [None, Integral],
         "refit": ["boolean"],
-        "max_epochs": [Interval(Integral, 0, None, closed="left"), None],
     }
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet",
                  freezes=DEFAULT_FREEZES, cv=5, scoring=None, n_jobs=None, refit=True, lr=1e-3,
                  layer_lr_decay=0.75, optimizer="adamw", weight_decay=1e-4, max_epochs=None,
-                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping="auto", patience=3, validation_fraction=0.15,
+                 batch_size=32, batchnorm="auto", head_init="auto", early_stopping="auto",
+                 patience=3, validation_fraction=0.15,
                  augment=None, tta=None, class_weight=None, threshold=0.5, image_size=None,
                  image_shape=None, device="auto", random_state=None, verbose=0,
                  progress="auto", memory=None, precision="fp32", backend="auto"):
@@ -161,60 +184,6 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self.precision = precision
         self.backend = backend
 
-    # FineTuneClassifier's parameters that a search does not take: fixed here.
-    warm_start = False
-    checkpoint = None
-
-    def find_lr(self, X, y, sample_weight=None, **options):
-        """Not for a search: the rate depends on the depth. See :meth:`FineTuneClassifier.find_lr`.
-
-        Raises
-        ------
-        TypeError
-            Always, naming the two ways that work.
-        """
-        raise TypeError("FineTuneClassifierCV searches depths, and the learning rate depends "
-                        "on the depth: run FineTuneClassifier(freeze=depth, ...).find_lr(X, y) "
-                        "for one depth, or set lr='auto' here to find a rate inside every "
-                        "candidate's fit.")
-
-    @available_if(lambda self: self._refitted())
-    def decision_function(self, X):
-        """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""
-        return super().decision_function(X)
-
-    def _refitted(self):
-        if not self.refit:
-            raise AttributeError(
-                f"This {type(self).__name__} was initialized with refit=False: it only scores "
-                "the depths (freeze_, cv_results_). Set refit=True to predict or transform.")
-        return True
-
-    @available_if(_refitted)
-    def predict(self, X):
-        """As :meth:`FineTuneClassifier.predict`, by the refitted model (needs ``refit=True``)."""
-        return super().predict(X)
-
-    @available_if(_refitted)
-    def predict_proba(self, X):
-        """As :meth:`FineTuneClassifier.predict_proba`, by the refitted model (needs ``refit=True``)."""
-        return super().predict_proba(X)
-
-    def transform(self, X):
-        """As :meth:`FineTuneClassifier.transform`, by the refitted model (needs ``refit=True``)."""
-        # Not available_if: scikit-learn's set_output wraps transform and drops the check.
-        self._refitted()
-        return super().transform(X)
-
-    @available_if(_refitted)
-    def score(self, X, y, sample_weight=None):
-        """As :meth:`FineTuneClassifier.score`, by the refitted model (needs ``refit=True``)."""
-        return super().score(X, y, sample_weight=sample_weight)
-
-    @available_if(lambda self: False)
-    def partial_fit(self, X, y, classes=None):
-        """Not offered: a search fits its candidates anew, as ``GridSearchCV`` does."""
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Score every depth on every fold, then refit the best depth on all the data.
@@ -232,82 +201,54 @@ class FineTuneClassifierCV(FineTuneClassifier):
         self : FineTuneClassifierCV
         """
         images, device = self._check_runtime(X)
-        self._encode_targets(y, len(images), warm=False)  # checks y once, for a clear error
-        sample_weight = check_sample_weight(sample_weight, len(images))
+        classifier = FineTuneClassifier(**self._classifier_params())
+        classifier._encode_targets(y, len(images), warm=False)  # checks y once, clearly
+        self.classes_ = classifier.classes_
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, np.empty(len(images)),
+                                                 dtype=np.float32, ensure_non_negative=True)
         y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
         backbone = resolve_backbone(self.backbone, self.weights)
-        n_blocks = len(backbone.block_names)
-        candidates = self._candidates(n_blocks, backbone.block_names)
-        depths = [depth for _, depth in candidates]
-        shared = self._shared_inputs(images, backbone, sorted(set(depths)), device)
+        depths = self._candidate_depths(backbone.block_names)
         splits = list(check_cv(self.cv, y, classifier=True).split(np.zeros(len(y)), y))
-        self._check_folds_can_stop_early(y, splits)
-        jobs = [(index, depth, fold, train, test) for fold, (train, test) in enumerate(splits)
-                for index, (_, depth) in enumerate(candidates)]
-        outcomes = Parallel(n_jobs=self.n_jobs)(
-            delayed(self._fit_and_score)(X, y, depth, train, test, shared, sample_weight)
-            for _, depth, _, train, test in jobs)
-        self.cv_results_ = self._results(candidates, jobs, outcomes, len(splits))
-        self.best_index_ = int(np.argmin(self.cv_results_["rank_test_score"]))
-        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
-        self.freeze_ = candidates[self.best_index_][0]
-        self._n_frozen_chosen = depths[self.best_index_]
-        if not self.refit:
-            return self
-        self._given_trunk_inputs = {d: t for d, t in shared.items() if d == self._n_frozen_chosen}
-        try:
-            return self._fit(X, y, epochs=None, warm=False,
-                             sample_weight=sample_weight)
-        finally:
-            self.__dict__.pop("_given_trunk_inputs", None)
+        check_folds_can_stop_early(classifier, y, splits)
+        shared = SearchData(X, self._shared_inputs(images, backbone, sorted(set(depths)), device),
+                            self._classifier_params(), backbone.block_names)
+        search = GridSearchCV(DepthCandidate(shared=shared), {"freeze": list(self.freezes)},
+                              scoring=self.scoring, n_jobs=self.n_jobs, refit=False, cv=splits,
+                              error_score="raise")
+        weight = {} if sample_weight is None else {"sample_weight": sample_weight}
+        search.fit(np.arange(len(y))[:, None], y, **weight)
+        self._keep_results(search, depths)
+        if self.refit:
+            self.best_estimator_ = FineTuneClassifier(**self._classifier_params(),
+                                                      freeze=self.n_frozen_)
+            self.best_estimator_._fit_on_trunk_inputs(X, y, sample_weight,
+                                                      shared.trunk_inputs.get(self.n_frozen_))
+        return self
 
-    def _freeze_setting(self):
-        return self._n_frozen_chosen
+    def _check_runtime(self, X):
+        """Images, device, backend and cache folder, checked before any work."""
+        images = check_images(self, X, reset=True, image_shape=self.image_shape)
+        device = resolve_device(self.device)
+        resolve_backend(self.backend, device,
+                        resolve_precision(device, self.precision, warn=False))
+        check_cache_folder(self.memory)
+        return images, device
 
-    def _check_folds_can_stop_early(self, y, splits):
-        """Each fold's training part must hold a validation part: told before any training."""
-        for fold, (train, _) in enumerate(splits):
-            if not self._stops_early(len(train)):
-                continue
-            try:
-                self._validation_split(self._encode_targets(y[train], len(train), warm=True), 0)
-            except ValueError as error:
-                raise ValueError(
-                    f"Fold {fold} trains on {len(train)} of the {len(y)} samples: {error} "
-                    "(or fewer folds, cv).") from None
+    def _classifier_params(self):
+        """The parameters every candidate's FineTuneClassifier takes (all but freeze)."""
+        return {k: v for k, v in self.get_params(deep=False).items()
+                if k not in SEARCH_PARAMETERS}
 
-    def _target_state(self):
-        results = {key: (list(value) if key == "param_freeze" else
-                         value if key == "params" else np.asarray(value).tolist())
-                   for key, value in self.cv_results_.items()}
-        return {**super()._target_state(), "freeze_": self.freeze_,
-                "n_frozen_chosen": self._n_frozen_chosen, "best_score_": self.best_score_,
-                "best_index_": self.best_index_, "cv_results_": results}
-
-    def _set_target_state(self, description):
-        super()._set_target_state(description)
-        self.freeze_, self._n_frozen_chosen = description["freeze_"], description["n_frozen_chosen"]
-        self.best_score_, self.best_index_ = description["best_score_"], description["best_index_"]
-        self.cv_results_ = {
-            key: (np.ma.MaskedArray(value, dtype=object) if key == "param_freeze" else
-                  value if key == "params" else np.asarray(value))
-            for key, value in description["cv_results_"].items()}
-
-    def _candidates(self, n_blocks, block_names):
-        """(as given, number of frozen blocks) for each candidate, in order."""
-        candidates = []
-        for freeze in self.freezes:
-            if isinstance(freeze, float) and 0 <= freeze <= 1:
-                depth = int(round(freeze * n_blocks))
-            else:
-                depth = resolve_freeze(freeze, n_blocks, block_names)
-            candidates.append((freeze, depth))
-        if not candidates:
+    def _candidate_depths(self, block_names):
+        """The number of frozen blocks of each candidate, in order."""
+        if len(self.freezes) == 0:
             raise ValueError("freezes is empty: give at least one candidate depth.")
-        return candidates
+        return [candidate_depth(freeze, block_names) for freeze in self.freezes]
 
     def _shared_inputs(self, images, backbone, depths, device):
-        """Every candidate's trunk inputs for all images, from one pass (None: not shared)."""
+        """Every candidate's trunk inputs for all images, from one pass ({}: not shared)."""
         if self.augment is not None:
             return {}
         preprocessing = backbone.preprocessing.with_size(self.image_size)
@@ -322,40 +263,95 @@ class FineTuneClassifierCV(FineTuneClassifier):
         inputs = trunk.inputs_at(images, depths)
         return {depth: tensor for depth, tensor in inputs.items() if tensor is not None}
 
-    def _fit_and_score(self, X, y, depth, train, test, shared, sample_weight):
-        params = {k: v for k, v in self.get_params().items()
-                  if k not in SEARCH_PARAMETERS}
-        model = FineTuneClassifier(**params, freeze=depth)
-        model._given_trunk_inputs = {depth: shared[depth][train]} if depth in shared else {}
-        start = time.perf_counter()
-        weight = {} if sample_weight is None else {"sample_weight": sample_weight[train]}
-        model.fit(take_rows(X, train), y[train], **weight)
-        model.__dict__.pop("_given_trunk_inputs", None)
-        fit_time = time.perf_counter() - start
-        start = time.perf_counter()
-        test_weight = {} if sample_weight is None else {"sample_weight": sample_weight[test]}
-        if self.scoring is None and depth in shared and self.tta is None:
-            logits = model._head_outputs_from_trunk(shared[depth][test], depth)
-            score = float(accuracy_score(y[test], model._labels(logits), **test_weight))
-        else:
-            score = float(check_scoring(model, self.scoring)(model, take_rows(X, test), y[test],
-                                                             **test_weight))
-        return fit_time, time.perf_counter() - start, score
+    def _keep_results(self, search, depths):
+        self.cv_results_ = search.cv_results_
+        self.best_index_ = int(search.best_index_)
+        self.best_score_ = float(search.best_score_)
+        self.freeze_ = search.best_params_["freeze"]
+        self.n_frozen_ = depths[self.best_index_]
 
-    def _results(self, candidates, jobs, outcomes, n_splits):
-        from scipy.stats import rankdata
+    # -- the refitted model --------------------------------------------------------
 
-        scores = np.empty((len(candidates), n_splits))
-        fit_times, score_times = np.empty_like(scores), np.empty_like(scores)
-        for (index, _, fold, _, _), (fit_time, score_time, score) in zip(jobs, outcomes):
-            scores[index, fold], fit_times[index, fold], score_times[index, fold] = \
-                score, fit_time, score_time
-        results = {"params": [{"freeze": freeze} for freeze, _ in candidates],
-                   "param_freeze": np.ma.MaskedArray([f for f, _ in candidates], dtype=object)}
-        for fold in range(n_splits):
-            results[f"split{fold}_test_score"] = scores[:, fold]
-        results.update(mean_test_score=scores.mean(1), std_test_score=scores.std(1),
-                       rank_test_score=rankdata(-scores.mean(1), method="min").astype(np.int32),
-                       mean_fit_time=fit_times.mean(1), std_fit_time=fit_times.std(1),
-                       mean_score_time=score_times.mean(1), std_score_time=score_times.std(1))
-        return results
+    def _refitted(self):
+        if not self.refit:
+            raise AttributeError(
+                f"This {type(self).__name__} was initialized with refit=False: it only scores "
+                "the depths (freeze_, cv_results_). Set refit=True to predict or transform.")
+        return True
+
+    def _best(self):
+        check_is_fitted(self)
+        return self.best_estimator_
+
+    @available_if(_refitted)
+    def predict(self, X):
+        """As :meth:`FineTuneClassifier.predict`, by the refitted model (needs ``refit=True``)."""
+        return self._best().predict(X)
+
+    @available_if(_refitted)
+    def predict_proba(self, X):
+        """As :meth:`FineTuneClassifier.predict_proba`, by the refitted model (needs ``refit=True``)."""
+        return self._best().predict_proba(X)
+
+    @available_if(_refitted)
+    def decision_function(self, X):
+        """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""
+        return self._best().decision_function(X)
+
+    @available_if(_refitted)
+    def score(self, X, y, sample_weight=None):
+        """As :meth:`FineTuneClassifier.score`, by the refitted model (needs ``refit=True``)."""
+        return self._best().score(X, y, sample_weight=sample_weight)
+
+    def transform(self, X):
+        """As :meth:`FineTuneClassifier.transform`, by the refitted model (needs ``refit=True``)."""
+        # Not available_if: scikit-learn's set_output wraps transform and drops the check.
+        self._refitted()
+        return self._best().transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """As :meth:`FineTuneClassifier.get_feature_names_out` (needs ``refit=True``)."""
+        self._refitted()
+        return self._best().get_feature_names_out(input_features)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    # -- safe files (sktransfer.save / sktransfer.load) ------------------------------
+
+    def _get_safe_state(self):
+        """(JSON description, tensors) of the fitted search, for sktransfer.save."""
+        results = {key: (list(value) if key == "param_freeze" else
+                         value if key == "params" else np.asarray(value).tolist())
+                   for key, value in self.cv_results_.items()}
+        description = {"freeze_": self.freeze_, "n_frozen_": self.n_frozen_,
+                       "best_score_": self.best_score_, "best_index_": self.best_index_,
+                       "classes": self.classes_.tolist(),
+                       "classes_dtype": self.classes_.dtype.str, "cv_results_": results}
+        if not self.refit:
+            return description, {}
+        best, tensors = self.best_estimator_._get_safe_state()
+        return ({**description, "best_estimator_": best},
+                {f"best_estimator_.{name}": tensor for name, tensor in tensors.items()})
+
+    def _set_safe_state(self, description, tensors):
+        """Rebuild the fitted search from what :meth:`_get_safe_state` gave (sktransfer.load)."""
+        self.freeze_, self.n_frozen_ = description["freeze_"], description["n_frozen_"]
+        self.best_score_, self.best_index_ = description["best_score_"], description["best_index_"]
+        self.classes_ = np.asarray(description["classes"],
+                                   dtype=np.dtype(description["classes_dtype"]))
+        self.cv_results_ = {
+            key: (np.ma.MaskedArray(value, dtype=object) if key == "param_freeze" else
+                  value if key == "params" else np.asarray(value))
+            for key, value in description["cv_results_"].items()}
+        if "best_estimator_" in description:
+            best = FineTuneClassifier(**self._classifier_params(), freeze=self.n_frozen_)
+            if hasattr(self, "n_features_in_"):
+                best.n_features_in_ = self.n_features_in_
+            best._set_safe_state(description["best_estimator_"],
+                                 {name.removeprefix("best_estimator_."): tensor
+                                  for name, tensor in tensors.items()})
+            self.best_estimator_ = best

@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 #: Defaults of the ramp: from START_LR to END_LR over at most N_STEPS mini-batches.
 START_LR, END_LR, N_STEPS = 1e-6, 1.0, 100
@@ -131,3 +132,18 @@ def suggest_lr(lrs, losses, start_lr=START_LR):
     lowest = int(np.argmin(np.where(finite, losses, np.inf)))
     return float(max(lrs[lowest] / 10, start_lr))
 
+
+def range_test_keeping_rng(net, dataset, device):
+    """:func:`range_test` with default settings, leaving torch's random state as it was.
+
+    The test's draws must not shift training's: ``lr="auto"`` then trains exactly as
+    ``lr=lr_`` would.
+    """
+    state = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        return range_test(net, dataset)
+    finally:
+        torch.set_rng_state(state)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)

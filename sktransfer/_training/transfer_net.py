@@ -40,9 +40,6 @@ class TransferNet(nn.Module):
         on cached outputs of the frozen blocks (``len(blocks)``: pooled features).
     """
 
-    #: Modules pickled before the setting existed trained their statistics.
-    batchnorm = "train"
-
     def __init__(self, blocks, n_features, n_classes, n_frozen, *, batchnorm="frozen"):
         super().__init__()
         self.blocks = blocks
