@@ -77,18 +77,24 @@ def export_onnx(model, path):
 
 
 def _split(model):
-    """The network estimator and the fitted scikit-learn steps after it."""
+    """The network estimator and the fitted scikit-learn steps after it.
+
+    A fitted search that refits (``FineTuneClassifierCV``, ``GridSearchCV``) stands for
+    the network it refitted, its ``best_estimator_``.
+    """
     steps = model.steps if isinstance(model, Pipeline) else [("model", model)]
     steps = [(name, step) for name, step in steps if step not in (None, "passthrough")]
-    if not steps or not isinstance(steps[0][1], NetworkEstimator):
-        first = type(steps[0][1]).__name__ if steps else "nothing"
+    first = steps[0][1] if steps else None
+    network = getattr(first, "best_estimator_", first)
+    if not isinstance(network, NetworkEstimator):
         raise TypeError(
             f"export_onnx takes a fitted CNNFeatureExtractor, FineTuneClassifier or "
-            f"FineTuneRegressor, or a Pipeline that starts with one; got "
-            f"{type(model).__name__} starting with {first}.")
+            f"FineTuneRegressor, a search refitted on one (refit=True), or a Pipeline that "
+            f"starts with one; got {type(model).__name__} starting with "
+            f"{type(first).__name__ if steps else 'nothing'}.")
     for _, step in steps:
         check_is_fitted(step)
-    return steps[0][1], steps[1:]
+    return network, steps[1:]
 
 
 class _DeployedNetwork(nn.Module):

@@ -96,6 +96,7 @@ def test_extract_features_equals_transform_and_ships_the_network_once(client, im
     assert sum(loads.values()) <= 3 and max(loads.values()) <= 2
 
 
+@pytest.mark.slow
 def test_extract_features_from_a_dask_array(client, rgb_images):
     from sktransfer.dask import extract_features
 

@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import onnxruntime
 import pytest
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sktransfer import (
     CNNFeatureExtractor,
     FineTuneClassifier,
+    FineTuneClassifierCV,
     FineTuneRegressor,
     export_onnx,
     save,
@@ -100,6 +101,20 @@ class Doubler(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         return 2 * X
+
+
+@pytest.mark.slow
+def test_a_refitted_search_exports_its_best_network(data, tmp_path):
+    X, y = data
+    search = FineTuneClassifierCV(tiny_cnn(), freezes=["all", 1], cv=2, early_stopping=False,
+                                  **TRAINING).fit(X, y)
+    outputs = run(export_onnx(search, tmp_path / "search.onnx"), X[:5])
+    np.testing.assert_array_equal(outputs["label"], search.predict(X[:5]))
+    np.testing.assert_allclose(outputs["probabilities"], search.predict_proba(X[:5]), atol=1e-5)
+    unrefitted = clone(search).set_params(refit=False).fit(X, y)
+    with pytest.raises(TypeError, match=r"a search refitted on one \(refit=True\).*"
+                                        "FineTuneClassifierCV"):
+        export_onnx(unrefitted, tmp_path / "bad.onnx")
 
 
 def test_what_cannot_be_exported_is_named(data, tmp_path):

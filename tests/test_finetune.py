@@ -187,6 +187,7 @@ def test_cross_val_score_in_a_pipeline_equals_fitting_each_fold_by_hand(stripes)
     assert not hasattr(clf, "net_")  # cross-validation fitted clones, not the original
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_grid_search_over_freeze(stripes, n_jobs):
     X, y = stripes

@@ -15,6 +15,7 @@ SETTINGS = dict(image_size=16, max_epochs=3, batch_size=8, lr=0.01, device="cpu"
 FREEZES = ["all", 2, 1]
 
 
+@pytest.mark.slow
 def test_same_results_as_grid_search_over_the_same_depths_and_folds(stripes):
     X, y = stripes
     cv = StratifiedKFold(3)
@@ -31,6 +32,7 @@ def test_same_results_as_grid_search_over_the_same_depths_and_folds(stripes):
     np.testing.assert_allclose(search.predict_proba(X), refit.predict_proba(X), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_trunk_runs_once_for_all_depths_and_folds(stripes):
     X, y = stripes
     counted = dict(SETTINGS, backend="torch")  # CountImages counts in torch
@@ -43,6 +45,7 @@ def test_the_trunk_runs_once_for_all_depths_and_folds(stripes):
     assert sum(CountImages.seen) > 9 * len(X) * 2 / 3  # each fit its own pass
 
 
+@pytest.mark.slow
 def test_fitted_search_predicts_pickles_and_saves(stripes, tmp_path):
     import pickle
 

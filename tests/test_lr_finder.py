@@ -22,6 +22,7 @@ def digits():
     return X[:300], y[:300]
 
 
+@pytest.mark.slow
 def test_the_suggestion_is_sane_and_the_model_untouched(digits):
     X, y = digits
     model = FineTuneClassifier(tiny_cnn(), **FAST).fit(X[:200], y[:200])
@@ -40,6 +41,7 @@ def test_the_suggestion_is_sane_and_the_model_untouched(digits):
     assert not hasattr(FineTuneClassifier(tiny_cnn(), **FAST), "net_")
 
 
+@pytest.mark.slow
 def test_auto_trains_the_model_the_found_rate_would(digits):
     X, y = digits
     auto = FineTuneClassifier(tiny_cnn(), lr="auto", **FAST).fit(X[:200], y[:200])
@@ -52,6 +54,7 @@ def test_auto_trains_the_model_the_found_rate_would(digits):
     assert ax.get_xscale() == "log" and "suggested lr" in ax.get_legend_handles_labels()[1][1]
 
 
+@pytest.mark.slow
 def test_auto_in_a_grid_search_sees_only_the_training_folds(monkeypatch):
     # Image i is uniformly gray at 4 * i: its preprocessed tensor says which image it is.
     n = 60
@@ -79,6 +82,7 @@ def test_auto_in_a_grid_search_sees_only_the_training_folds(monkeypatch):
         assert len(images) == len(train) - int(np.ceil(0.15 * len(train)))
 
 
+@pytest.mark.slow
 def test_regressor_takes_auto_and_a_nan_loss_falls_back(digits):
     X, y = digits
     ink = (X > 0.5).mean(axis=(1, 2))

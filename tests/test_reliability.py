@@ -230,6 +230,7 @@ def _transform_in_threads(model, X, n_threads=4, method="transform"):
         return list(pool.map(lambda _: getattr(model, method)(X), range(n_threads)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", [False, True])
 def test_concurrent_transforms_right_after_unpickling_equal_the_serial_one(
         rgb_images, tmp_path, memory):

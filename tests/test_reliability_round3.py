@@ -73,6 +73,7 @@ def write_pngs(images, folder):
     return paths
 
 
+@pytest.mark.slow
 def test_a_column_of_paths_works_in_a_column_transformer(stripes, tmp_path):
     X, y = stripes
     frame = pd.DataFrame({"path": write_pngs(X, tmp_path / "img"),
@@ -102,6 +103,7 @@ def test_a_column_of_paths_equals_the_list_of_paths(rgb_images, tmp_path):
 # -- 3. a safe file never chooses where the program writes ---------------------------------
 
 
+@pytest.mark.slow
 def test_load_leaves_memory_and_checkpoint_unset(rgb_images, stripes, tmp_path):
     cache = tmp_path / "cache-named-in-the-file"
     extractor = CNNFeatureExtractor("resnet18", weights=None, image_size=16, device="cpu",

@@ -80,8 +80,19 @@ def expected_failed_checks(estimator):
     return EXPECTED_FAILURES.get(type(estimator).__name__, {})
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+#: The feature extractors' checks take seconds; the fine-tuners', which train, minutes.
+EXTRACTORS = [e for e in ESTIMATORS if not type(e).__name__.startswith("FineTune")]
+FINE_TUNERS = [e for e in ESTIMATORS if type(e).__name__.startswith("FineTune")]
+
+
+@parametrize_with_checks(EXTRACTORS, expected_failed_checks=expected_failed_checks)
 def test_scikit_learn_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks(FINE_TUNERS, expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_checks_of_the_fine_tuners(estimator, check):
     check(estimator)
 
 
@@ -93,7 +104,9 @@ TRANSFORMER_CHECKS = ["check_transformer_get_feature_names_out",
 
 
 @pytest.mark.parametrize("check_name", TRANSFORMER_CHECKS)
-@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("estimator", EXTRACTORS + [pytest.param(e, marks=pytest.mark.slow)
+                                                    for e in FINE_TUNERS],
+                         ids=lambda e: type(e).__name__)
 def test_transformer_checks_beyond_the_generator(estimator, check_name):
     """Feature names out and set_output, the FineTuneClassifier (a transformer too) included."""
     from sklearn.base import clone

@@ -33,6 +33,7 @@ def batchnorm_state(model):
             [m.weight.detach().clone() for m in layers])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batchnorm", ["frozen", "train"])
 def test_frozen_batchnorm_keeps_its_statistics_while_its_weights_train(stripes, batchnorm):
     X, y = stripes
@@ -45,6 +46,7 @@ def test_frozen_batchnorm_keeps_its_statistics_while_its_weights_train(stripes, 
     assert not any(torch.equal(a, b) for a, b in zip(weights, start_weights))  # they trained
 
 
+@pytest.mark.slow
 def test_all_frozen_with_a_probe_head_is_the_probe(stripes):
     X, y = stripes
     model = resnet(freeze="all", early_stopping=False).fit(X, y)
@@ -90,6 +92,7 @@ def test_a_random_head_starts_training_at_epoch_1(stripes):
     assert [row["epoch"] for row in model.history_] == [1, 2]
 
 
+@pytest.mark.slow
 def test_sample_weights_change_the_probe(stripes):
     X, y = stripes
     plain = resnet(freeze="all", early_stopping=False).fit(X, y)
@@ -104,6 +107,7 @@ def test_sample_weights_change_the_probe(stripes):
     assert (log_odds_of_h(weighted) - log_odds_of_h(plain)).mean() > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_classes, validation_fraction", [(4, 0.15), (3, 0.3), (2, 0.5)])
 def test_the_few_samples_message_names_a_number_that_fits(n_classes, validation_fraction):
     rng = np.random.default_rng(0)
@@ -121,6 +125,7 @@ def test_the_few_samples_message_names_a_number_that_fits(n_classes, validation_
         fit(needed - 1)
 
 
+@pytest.mark.slow
 def test_auto_batchnorm_trains_the_statistics_from_enough_images(stripes, monkeypatch):
     import sktransfer._finetuning.base as trainable
 
@@ -140,6 +145,7 @@ def test_auto_batchnorm_trains_the_statistics_from_enough_images(stripes, monkey
     assert mode == "train" and not any(torch.equal(a, b) for a, b in zip(enough, start))
 
 
+@pytest.mark.slow
 def test_auto_head_is_the_probe_only_when_every_block_is_frozen(stripes):
     X, y = stripes
     frozen = resnet(freeze="all", head_init="auto").fit(X, y)

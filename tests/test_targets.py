@@ -47,6 +47,7 @@ def tagged():
 
 # -- regression -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_regressor_learns_the_area_of_a_drawn_disc(discs):
     X, y = discs
     reg = FineTuneRegressor(tiny_cnn(), **FAST).fit(X[:120], y[:120])
@@ -56,6 +57,7 @@ def test_regressor_learns_the_area_of_a_drawn_disc(discs):
     assert reg.transform(X[:3]).shape == (3, 32)
 
 
+@pytest.mark.slow
 def test_regressor_two_targets_in_their_own_units(discs):
     X, y = discs
     Y = np.c_[y, 1000 * y + 50]  # the same quantity in other units: standardized alike
@@ -83,6 +85,7 @@ def test_regressor_saves_and_pickles(discs, tmp_path, loss):
 
 # -- multi-label ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_multilabel_predicts_an_indicator_matrix(tagged):
     X, Y = tagged
     clf = FineTuneClassifier(tiny_cnn(), **FAST).fit(X[:120], Y[:120])
@@ -129,6 +132,7 @@ def test_weights_of_one_train_the_same_model_as_no_weights(discs, make):
     assert [e["valid_loss"] for e in ones.history_] == [e["valid_loss"] for e in plain.history_]
 
 
+@pytest.mark.slow
 def test_heavier_weights_pull_predictions_toward_their_samples(discs):
     """Labels that contradict each other: the weighted class wins the disputed images."""
     X, _ = discs
@@ -159,6 +163,7 @@ def test_weights_reach_the_model_through_pipeline_and_grid_search(discs):
         np.testing.assert_allclose(model.predict_proba(X), direct.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_search_passes_weights_to_every_fold(discs):
     X, y = discs
     X, y = X[:60], (y[:60] > np.median(y[:60])).astype(int)
@@ -175,6 +180,7 @@ def test_search_passes_weights_to_every_fold(discs):
 
 # -- logits -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_decision_function_feeds_calibration(discs):
     X, y = discs
     labels = np.where(y > np.median(y), "big", "small")

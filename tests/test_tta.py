@@ -28,6 +28,7 @@ def fitted(digits):
     return FineTuneClassifier(tiny_cnn(), **FAST).fit(X[:200], y[:200])
 
 
+@pytest.mark.slow
 def test_tta_changes_predictions_but_not_training(digits, fitted):
     X, y = digits
     with_tta = FineTuneClassifier(tiny_cnn(), tta="flip", **FAST).fit(X[:200], y[:200])
