@@ -1,6 +1,6 @@
 """Content-addressed cache of per-image network outputs (features or activations).
 
-One file per image and setting, keyed by the image's content, so that any subset of a
+One file per image and computation, keyed by the image's content, so that any subset of a
 data set (a cross-validation fold, a grid-search split) reuses what an earlier fit
 computed. Files are written to a temporary name and renamed, so a crash mid-write
 never leaves a partial entry; an unreadable entry is recomputed.
@@ -48,7 +48,7 @@ def check_cache_folder(memory):
     return folder
 
 
-def cached_rows(images, compute, *, memory, setting):
+def cached_rows(images, compute, *, memory, computation):
     """``compute(images)``, reading rows cached under ``memory`` and storing new ones.
 
     Parameters
@@ -58,7 +58,7 @@ def cached_rows(images, compute, *, memory, setting):
         Maps an ImageSet to an array with one row per image.
     memory : None, str, path or joblib.Memory
         Where to cache; ``None`` (or a Memory without location) computes directly.
-    setting : object
+    computation : object
         Everything besides the image that determines a row (weights digest, layer,
         preprocessing, ...); hashed into the cache folder's name.
 
@@ -69,7 +69,7 @@ def cached_rows(images, compute, *, memory, setting):
     location = _location(memory)
     if location is None:
         return compute(images)
-    folder = Path(location) / "sktransfer" / joblib.hash(setting)
+    folder = Path(location) / "sktransfer" / joblib.hash(computation)
     keys = images.item_keys()
     rows = [_read(folder, key) for key in keys]
     missing = [i for i, row in enumerate(rows) if row is None]

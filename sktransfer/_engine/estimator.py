@@ -155,17 +155,17 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
 
     # -- transform ---------------------------------------------------------------
 
-    def _transform_images(self, X, extract, setting):
+    def _transform_images(self, X, extract, computation):
         """``extract(images)``, through the per-image cache when ``memory`` is set.
 
-        ``setting()`` gives everything besides an image that determines its row; it is
+        ``computation()`` gives everything besides an image that determines its row; it is
         called only with a cache (it hashes the weights: not a cost for every predict).
         """
         check_is_fitted(self)
         images = check_images(self, X, reset=False, image_shape=self.image_shape)
         if self.memory is None:
             return extract(images)
-        return cached_rows(images, extract, memory=self.memory, setting=setting())
+        return cached_rows(images, extract, memory=self.memory, computation=computation())
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns of ``transform``: ``<block>_<pooling><i>``.

@@ -111,7 +111,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         if len(layers) == 0:
             raise ValueError("layer is an empty list; give at least one block.")
         self.layers_ = [self.backbone_.block_index(layer) for layer in layers]
-        self._feature_names_out = self._probe_feature_names()
+        self._feature_names_out = self._measure_feature_names()
         self._prepare_inference()
         return self
 
@@ -132,7 +132,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         self.backbone_.blocks.load_state_dict(tensors)
         self.preprocessing_ = Preprocessing.from_json(description["preprocessing"])
         self.layers_ = description["layers_"]
-        self._feature_names_out = self._probe_feature_names()
+        self._feature_names_out = self._measure_feature_names()
         self._prepare_inference()
 
     def transform(self, X):
@@ -157,13 +157,13 @@ class CNNFeatureExtractor(NetworkEstimator):
                 batch_size=self.batch_size,
                 progress=self.progress)
 
-        def setting():
+        def computation():
             return (weights_digest(self.backbone_.blocks), self.layers_, self.pooling,
                     self.preprocessing_, inference.precision)
 
-        return self._transform_images(X, extract, setting)
+        return self._transform_images(X, extract, computation)
 
-    def _probe_feature_names(self):
+    def _measure_feature_names(self):
         """Output width of each layer, from one forward pass of a blank image."""
         blank = torch.zeros(1, self.preprocessing_.channels, *self.preprocessing_.input_size)
         names = []

@@ -99,11 +99,11 @@ class FineTunedNetwork(NetworkEstimator):
                     return trunk.top_features(inputs, self.n_frozen_)
             return self._penultimate(inference, images)
 
-        def setting():
+        def computation():
             return ("penultimate", weights_digest(self._fitted_blocks()), self.preprocessing_,
                     inference.precision)
 
-        return self._transform_images(X, extract, setting)
+        return self._transform_images(X, extract, computation)
 
     def _head_outputs(self, X):
         """The head's raw outputs (logits) for ``X``, as a float64 tensor.

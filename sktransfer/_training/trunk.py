@@ -96,9 +96,9 @@ class FrozenTrunk:
             rows = extract(images)
         else:
             key = deeper[0] if len(deeper) == 1 else tuple(deeper)
-            setting = ("frozen", weights_digest(self.fitted_blocks[:max(deeper)]), key,
-                       self.preprocessing, self.inference.precision)
-            rows = cached_rows(images, extract, memory=self.memory, setting=setting)
+            computation = ("frozen", weights_digest(self.fitted_blocks[:max(deeper)]), key,
+                           self.preprocessing, self.inference.precision)
+            rows = cached_rows(images, extract, memory=self.memory, computation=computation)
         offset = 0
         for start in deeper:
             width = int(np.prod(stored[start]))
