@@ -171,11 +171,11 @@ def _layer_of(probe):
 
 def _depth_of(estimator):
     """The depth a fitted search (or its fallback network) chose, and its early stopping."""
-    if hasattr(estimator, "best_estimator_"):  # GridSearchCV
+    if hasattr(estimator, "freeze_"):  # FineTuneClassifierCV
+        return {"chosen": estimator.freeze_, **_stopping_of(estimator.best_estimator_)}
+    if hasattr(estimator, "best_params_"):  # GridSearchCV
         return {"chosen": estimator.best_params_["freeze"],
                 **_stopping_of(estimator.best_estimator_)}
-    if hasattr(estimator, "freeze_"):  # FineTuneClassifierCV
-        return {"chosen": estimator.freeze_, **_stopping_of(estimator)}
     return {"chosen": estimator.freeze, **_stopping_of(estimator)}  # too few labels to search
 
 
