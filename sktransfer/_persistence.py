@@ -54,6 +54,10 @@ def save(model, path):
     path : str or PathLike
         Where to write; ``.safetensors`` by convention.
 
+    See Also
+    --------
+    load : Read the file back.
+
     Examples
     --------
     >>> import numpy as np, sktransfer
@@ -93,6 +97,10 @@ def load(path):
     -------
     estimator or Pipeline
         Fitted, predicting as the saved one did.
+
+    See Also
+    --------
+    save : Write such a file.
     """
     tensors, description = read_tensors(path)
     return _rebuild(description, tensors, path)

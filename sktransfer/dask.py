@@ -28,7 +28,7 @@ def _transform_partition(extractor, images):
 
 
 def extract_features(X, extractor, *, partition_size=1024):
-    """Features of a large collection as a dask array, rows in input order.
+    """Compute the features of a large collection as a dask array, rows in input order.
 
     Parameters
     ----------

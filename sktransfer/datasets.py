@@ -110,6 +110,7 @@ def check_image_files(paths, *, on_error="raise"):
     Parameters
     ----------
     paths : list of str
+        The image files.
     on_error : {"raise", "skip"}, default="raise"
         "raise": one ValueError listing every unreadable file. "skip": a warning
         listing them, and they are left out.
@@ -158,12 +159,14 @@ def _decode_problem(path):
 
 
 def load_digits_images():
-    """scikit-learn's 1,797 handwritten digits as 8x8 grayscale images in [0, 1].
+    """Load scikit-learn's 1,797 handwritten digits as 8x8 grayscale images in [0, 1].
 
     Returns
     -------
     X : ndarray of shape (1797, 8, 8), float32
+        The images, ink bright (1) on a dark (0) background.
     y : ndarray of shape (1797,), int
+        The digit each image shows, 0 to 9.
     """
     from sklearn.datasets import load_digits
 
@@ -172,7 +175,7 @@ def load_digits_images():
 
 
 def load_data(data=None, *, labels="required", on_error="raise"):
-    """Images and labels from a folder, an ``.npz`` or CSV file, an image file, or the digits.
+    """Load images and labels from a folder, an ``.npz`` or CSV file, an image, or the digits.
 
     Parameters
     ----------
@@ -192,7 +195,9 @@ def load_data(data=None, *, labels="required", on_error="raise"):
     Returns
     -------
     X : images
+        Image paths, or the array of an ``.npz`` or of the digits.
     y : ndarray or None
+        The targets; None where ``labels="optional"`` found none.
     """
     if labels not in ("required", "optional"):
         raise ValueError(f"labels={labels!r} is not one of 'required', 'optional'.")
@@ -249,6 +254,7 @@ def load_csv(path, *, labels="required", on_error="raise"):
     Parameters
     ----------
     path : str or PathLike
+        The CSV file.
     labels : {"required", "optional"}, default="required"
         "optional" also takes rows of a path alone, and then returns ``y=None``.
     on_error : {"raise", "skip"}, default="raise"
@@ -256,8 +262,10 @@ def load_csv(path, *, labels="required", on_error="raise"):
 
     Returns
     -------
-    X : ndarray of str, the image paths
+    X : ndarray of str
+        The image paths.
     y : ndarray of shape (n_images,) or (n_images, n_targets), or None
+        The targets, typed as described above.
     """
     import csv
 
@@ -306,7 +314,7 @@ def _parse_targets(cells):
 
 
 def list_images(data, *, on_error="raise"):
-    """Unlabelled images to predict on, with a name for each.
+    """List unlabelled images to predict on, with a name for each.
 
     Parameters
     ----------
@@ -320,6 +328,7 @@ def list_images(data, *, on_error="raise"):
     Returns
     -------
     X : images
+        The image paths, or the array of an ``.npz``.
     names : list of str
         The paths, or ``"0"``, ``"1"``, ... for the rows of an ``.npz``.
     """

@@ -5,9 +5,8 @@ count in: the stem, each stage, and the final head-less convolution where the
 architecture has one. Running the blocks in order gives the network's last feature
 map; the classifier is never part of them.
 
-A block outputs a feature map ``(n, C, H, W)`` (channels first, whatever the layout its
-network keeps inside) or, in vision transformers, a token sequence ``(n, 1 + patches,
-dim)`` whose first token is the class token.
+A block outputs a feature map ``(n, C, H, W)`` (channels first, whatever the layout inside)
+or, in vision transformers, a token sequence ``(n, 1 + patches, dim)``, class token first.
 """
 
 import difflib
@@ -135,20 +134,20 @@ def weights_digest(module):
 
 
 def list_backbones(source="all"):
-    """Names accepted as ``backbone``.
+    """List the names accepted as ``backbone``.
 
     Parameters
     ----------
     source : {"all", "embedded", "torchvision", "timm"}, default="all"
-        ``"embedded"`` lists backbones whose pretrained weights ship with the package
-        (usable offline); ``"torchvision"`` its classification models of the families
-        sktransfer cuts into blocks; ``"timm"`` the timm models, prefixed ``"timm/"``.
-        ``"all"`` lists embedded and torchvision names (timm's list is long: ask for it
-        explicitly).
+        ``"embedded"``: backbones whose weights ship with the package (offline);
+        ``"torchvision"``: its classification models of the families sktransfer cuts
+        into blocks; ``"timm"``: timm's, prefixed ``"timm/"``; ``"all"``: embedded and
+        torchvision names (timm's list is long: ask for it explicitly).
 
     Returns
     -------
     list of str
+        The names, for ``backbone=`` or :func:`backbone_blocks`.
     """
     if source == "embedded":
         return list(EMBEDDED_BACKBONES)
@@ -169,11 +168,12 @@ def list_backbones(source="all"):
 
 
 def backbone_blocks(backbone="efficientnet_lite0", image_size=None):
-    """The blocks of a backbone, to choose ``layer`` or ``freeze`` from.
+    """List the blocks of a backbone, to choose ``layer`` or ``freeze`` from.
 
     Parameters
     ----------
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        A name of :func:`list_backbones`, or a module, as ``backbone=`` takes it.
     image_size : int or (int, int), default=None
         Input size for the strides shown; default: the weights' own.
 

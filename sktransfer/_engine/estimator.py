@@ -168,11 +168,18 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         return cached_rows(images, extract, memory=self.memory, computation=computation())
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns of ``transform``: ``<block>_<pooling><i>``.
+        """Get the names of the columns of ``transform``: ``<block>_<pooling><i>``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against the names seen in ``fit``; the output names do not
+            depend on them.
 
         Returns
         -------
         ndarray of str objects
+            One name per output column.
         """
         check_is_fitted(self)
         _check_feature_names_in(self, input_features, generate_names=False)  # validates only
@@ -188,11 +195,16 @@ class NetworkEstimator(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
         y : array-like, default=None
+            Targets, for the estimators that learn from them.
+        **fit_params : dict
+            Passed on to ``fit`` (``sample_weight`` for the fine-tuners).
 
         Returns
         -------
         ndarray of shape (n_samples, n_features), float32
+            ``transform(X)`` of the fitted estimator.
         """
         return self.fit(X, y, **fit_params).transform(X)
 

@@ -160,6 +160,7 @@ def read_images(X, *, image_shape=None):
     Returns
     -------
     ImageSet
+        The validated images; files are decoded batch by batch, when needed.
     """
     _check_image_shape(image_shape)
     if isinstance(X, (str, bytes, os.PathLike)):

@@ -57,6 +57,13 @@ class CNNFeatureExtractor(NetworkEstimator):
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
 
+    See Also
+    --------
+    FineTuneClassifier : Train the network's blocks for your classes instead.
+    PixelFeatures : Raw pixels as features, the classical baseline.
+    HOGFeatures : Histograms of oriented gradients, the hand-made features.
+    probe_layers : Score every block's features, to choose ``layer``.
+
     Examples
     --------
     >>> import numpy as np
@@ -98,11 +105,13 @@ class CNNFeatureExtractor(NetworkEstimator):
         ----------
         X : images
             Any accepted image input (see :func:`sktransfer.read_images`).
-        y : ignored
+        y : None
+            Ignored: the features do not depend on labels.
 
         Returns
         -------
-        self : CNNFeatureExtractor
+        CNNFeatureExtractor
+            The fitted extractor (``self``).
         """
         self._check_runtime(X)
         self.backbone_ = resolve_backbone(self.backbone, self.weights)
@@ -136,7 +145,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         self._prepare_inference()
 
     def transform(self, X):
-        """Features of each image.
+        """Compute the pooled features of each image.
 
         Parameters
         ----------
@@ -146,6 +155,7 @@ class CNNFeatureExtractor(NetworkEstimator):
         Returns
         -------
         ndarray of shape (n_images, n_features), float32
+            One row per image: the chosen blocks' pooled features, side by side.
         """
         check_is_fitted(self)
         inference = self._inference_for_call()

@@ -28,22 +28,33 @@ class HOGFeatures(PixelFeatures):
     cells_per_block : (int, int), default=(3, 3)
         Cells per normalization block; the image must hold at least one block.
     block_norm : {"L2-Hys", "L1", "L1-sqrt", "L2"}, default="L2-Hys"
+        Normalization of each block (as in ``skimage.feature.hog``).
     transform_sqrt : bool, default=False
         Power-law compression (square root) of the image before the gradients.
     grayscale : bool, default=True
         HOG of the luminance; False takes, at each pixel, the gradient of the channel
         where it is strongest (``channel_axis=-1``), as Dalal and Triggs did.
-    image_shape, interpolation, batch_size
-        As in :class:`PixelFeatures`.
+    image_shape : tuple of int, default=None
+        Shape ``(H, W)`` or ``(H, W, C)`` of the rows of a 2-D ``X``.
+    interpolation : {"bilinear", "bicubic", "nearest"}, default="bilinear"
+        Resampling of the resize, as in :class:`PixelFeatures`.
+    batch_size : int, default=256
+        Images resized at once.
 
     Attributes
     ----------
     preprocessing_ : Preprocessing
+        Output size, channels and interpolation applied to every image.
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
     grid_ : tuple of int
         ``(blocks down, blocks across, cells_per_block..., orientations)``: the shape
         that each row of the output flattens.
+
+    See Also
+    --------
+    PixelFeatures : The resized pixels themselves.
+    CNNFeatureExtractor : Features of a pretrained network.
 
     Examples
     --------
@@ -80,11 +91,14 @@ class HOGFeatures(PixelFeatures):
         Parameters
         ----------
         X : images
-        y : ignored
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : None
+            Ignored.
 
         Returns
         -------
-        self : HOGFeatures
+        HOGFeatures
+            The fitted transformer (``self``).
 
         Raises
         ------
@@ -105,15 +119,17 @@ class HOGFeatures(PixelFeatures):
         return self
 
     def transform(self, X):
-        """The HOG vector of each image.
+        """Compute the HOG vector of each image.
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
-        ndarray of shape (n_images, prod(grid_)), float32
+        ndarray of shape (n_images, n_features), float32
+            One row per image; ``n_features`` is the product of ``grid_``.
         """
         from skimage.feature import hog
 
@@ -135,7 +151,18 @@ class HOGFeatures(PixelFeatures):
         return out
 
     def get_feature_names_out(self, input_features=None):
-        """Names ``hog_<block row>_<block col>_<cell row>_<cell col>_<orientation>``."""
+        """Get the names ``hog_<block row>_<block col>_<cell row>_<cell col>_<orientation>``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against the names seen in ``fit``.
+
+        Returns
+        -------
+        ndarray of str objects
+            One name per output column.
+        """
         check_is_fitted(self)
         _check_feature_names_in(self, input_features, generate_names=False)  # validates only
         return np.asarray(["hog_" + "_".join(map(str, index))

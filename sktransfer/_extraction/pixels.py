@@ -33,8 +33,14 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     preprocessing_ : Preprocessing
+        Output size, channels and interpolation applied to every image.
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
+
+    See Also
+    --------
+    HOGFeatures : Histograms of oriented gradients of the same resized images.
+    CNNFeatureExtractor : Features of a pretrained network.
 
     Examples
     --------
@@ -68,11 +74,14 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images
-        y : ignored
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : None
+            Ignored.
 
         Returns
         -------
-        self : PixelFeatures
+        PixelFeatures
+            The fitted transformer (``self``).
         """
         check_images(self, X, reset=True, image_shape=self.image_shape)
         self.preprocessing_ = Preprocessing(
@@ -83,15 +92,17 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        """Flattened pixels in [0, 1], channel by channel.
+        """Resize each image and flatten its pixels, in [0, 1], channel by channel.
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
         ndarray of shape (n_images, channels * height * width), float32
+            One row of pixels per image.
         """
         return self._pixels(X)
 
@@ -107,7 +118,18 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         return pixels
 
     def get_feature_names_out(self, input_features=None):
-        """Names ``pixel_<channel>_<row>_<col>`` of the output columns."""
+        """Get the names ``pixel_<channel>_<row>_<col>`` of the output columns.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against the names seen in ``fit``.
+
+        Returns
+        -------
+        ndarray of str objects
+            One name per output column.
+        """
         check_is_fitted(self)
         _check_feature_names_in(self, input_features, generate_names=False)  # validates only
         height, width = self.preprocessing_.input_size

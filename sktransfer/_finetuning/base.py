@@ -104,7 +104,8 @@ class FineTuneBase(FineTunedNetwork):
 
         Returns
         -------
-        self
+        FineTuneClassifier or FineTuneRegressor
+            The fitted estimator (``self``).
         """
         warm = self.warm_start and hasattr(self, "net_")
         return self._fit(X, y, sample_weight, epochs=None, warm=warm)
@@ -137,10 +138,15 @@ class FineTuneBase(FineTunedNetwork):
         Parameters
         ----------
         X : images
-        y : array-like, as in ``fit``
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets, as in ``fit``.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in ``fit``.
         start_lr, end_lr : float, default=1e-6, 1.0
+            The head's learning rate at the first and at the last step.
         n_steps : int, default=100
+            Mini-batches of the test, at most.
 
         Returns
         -------

@@ -53,11 +53,8 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {validation_fraction}
     {augment}
     {tta}
-    class_weight : None, "balanced" or dict, default=None
-        Weights of the classes in the loss (single-label ``y``).
-    threshold : float, default=0.5
-        Multi-label ``y`` only: ``predict`` sets a label where its probability is at
-        least this.
+    {class_weight}
+    {threshold}
     {image_size}
     {image_shape}
     {device}
@@ -65,11 +62,7 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     {verbose}
     {progress}
     {memory}
-    precision : {"fp32", "bf16"}, default="fp32"
-        "bf16" trains and predicts in bfloat16 autocast, where it is fast: on recent
-        GPUs and on CPUs with native bf16 (AVX-512 BF16 or AMX); on a CPU without it
-        it warns and runs in fp32. The loss and the weights stay in float32. ("fp16"
-        would need loss scaling: not offered for training.)
+    {training_precision}
     {backend}
     {warm_start}
     {checkpoint}
@@ -100,6 +93,12 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
     preprocessing_ : Preprocessing
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
+
+    See Also
+    --------
+    FineTuneClassifierCV : The same, with ``freeze`` chosen by cross-validation.
+    FineTuneRegressor : The same training, for real-valued targets.
+    CNNFeatureExtractor : Frozen features for any scikit-learn model, no training.
 
     Examples
     --------
@@ -165,19 +164,23 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         Parameters
         ----------
         X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels, or a 0/1 indicator matrix (multi-label), as in ``fit``.
         classes : array-like, default=None
             All classes, needed on the first call when ``y`` may not hold them all.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in ``fit``.
 
         Returns
         -------
-        self : FineTuneClassifier
+        FineTuneClassifier
+            The classifier, trained one epoch further (``self``).
         """
         return self._partial_fit(X, y, sample_weight, classes=classes)
 
     def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``.
+        """Predict class probabilities, columns in the order of ``classes_``.
 
         For a multi-label model, each label's own probability (the columns need not
         sum to 1).
@@ -185,40 +188,43 @@ class FineTuneClassifier(ClassifierMixin, FineTuneBase):
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
+            The probabilities (softmax, or sigmoid per label) of the head's outputs.
         """
         return self._probabilities(self._head_outputs(X))
 
     def predict(self, X):
-        """Predicted labels, of the type of the training labels.
+        """Predict labels, of the type of the training labels.
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
-        ndarray of shape (n_samples,), or (n_samples, n_labels) of 0/1 for a multi-label
-        model (a label is set where its probability is at least ``threshold``)
+        ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels; 0/1 for a multi-label model, set where a probability >= ``threshold``.
         """
         check_is_fitted(self)
         return self._labels(self._head_outputs(X))
 
     def decision_function(self, X):
-        """The head's logits: confidence scores, as ``CalibratedClassifierCV`` and
-        ``TunedThresholdClassifierCV`` take them.
+        """Compute the head's logits, as ``CalibratedClassifierCV`` takes scores.
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
-        ndarray of shape (n_samples,) for two classes (the score of ``classes_[1]``:
-        the difference of the two logits), else (n_samples, n_classes)
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the score of ``classes_[1]`` (the logits' difference).
         """
         check_is_fitted(self)
         logits = self._head_outputs(X).numpy()

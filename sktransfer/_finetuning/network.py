@@ -78,15 +78,17 @@ class FineTunedNetwork(NetworkEstimator):
     # -- inference -------------------------------------------------------------------
 
     def transform(self, X):
-        """Penultimate features of the fine-tuned network (its pooled last block).
+        """Compute the penultimate features of the fine-tuned network (its pooled last block).
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
         ndarray of shape (n_samples, n_features), float32
+            What the head reads, for any other scikit-learn estimator.
         """
         check_is_fitted(self)
         inference = self._inference_for_call()

@@ -35,6 +35,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         Loss on the standardized targets; "huber" (quadratic within ``huber_delta``
         standard deviations, linear beyond) resists outlying targets.
     huber_delta : float, default=1.0
+        Where "huber" turns from quadratic to linear, in standard deviations.
     {lr}
     {layer_lr_decay}
     {optimizer}
@@ -55,8 +56,7 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     {verbose}
     {progress}
     {memory}
-    precision : {"fp32", "bf16"}, default="fp32"
-        As in :class:`FineTuneClassifier`.
+    {training_precision}
     {backend}
     {warm_start}
     {checkpoint}
@@ -65,11 +65,16 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
     ----------
     n_outputs_ : int
         Targets (columns of ``y``; 1 for a 1-D ``y``, whose predictions are 1-D too).
-    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+    target_mean_, target_scale_ : ndarray of shape (n_outputs,)
         The standardization of the targets learned in ``fit``.
     net_, history_, best_epoch_, interrupted_, n_blocks_, n_frozen_, batchnorm_, head_init_,
     preprocessing_
         As in :class:`FineTuneClassifier`.
+
+    See Also
+    --------
+    FineTuneClassifier : The same training, for classes and tags.
+    CNNFeatureExtractor : Frozen features, for a regressor such as ``RidgeCV``.
 
     Examples
     --------
@@ -135,25 +140,31 @@ class FineTuneRegressor(RegressorMixin, FineTuneBase):
         Parameters
         ----------
         X : images
+            Any accepted image input (see :func:`sktransfer.read_images`).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Real-valued targets, as in ``fit``.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in ``fit``.
 
         Returns
         -------
-        self : FineTuneRegressor
+        FineTuneRegressor
+            The regressor, trained one epoch further (``self``).
         """
         return self._partial_fit(X, y, sample_weight)
 
     def predict(self, X):
-        """Predicted targets, in the units of ``y``.
+        """Predict the targets, in the units of ``y``.
 
         Parameters
         ----------
         X : images
+            Any accepted image input.
 
         Returns
         -------
-        ndarray of shape (n_samples,) or (n_samples, n_outputs_)
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            1-D when ``y`` was 1-D in ``fit``.
         """
         check_is_fitted(self)
         standardized = self._head_outputs(X).numpy()

@@ -87,9 +87,8 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
         With augmentation nothing can be shared: each fit runs the whole network.
     {tta}
         Scores the candidates with it too (each through the whole network).
-    class_weight : None, "balanced" or dict, default=None
-    threshold : float, default=0.5
-        As in :class:`FineTuneClassifier` (multi-label ``y``).
+    {class_weight}
+    {threshold}
     {image_size}
     {image_shape}
     {device}
@@ -97,7 +96,7 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
     {verbose}
     {progress}
     {memory}
-    precision : {"fp32", "bf16"}, default="fp32"
+    {training_precision}
     {backend}
 
     Attributes
@@ -105,7 +104,9 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
     freeze_ : int or str
         The chosen candidate, as given in ``freezes``.
     best_score_ : float
+        Mean cross-validated score of the chosen depth.
     best_index_ : int
+        Index of the chosen depth in ``cv_results_``.
     cv_results_ : dict
         With ``GridSearchCV``'s keys: ``params``, ``param_freeze``,
         ``split<k>_test_score``, ``mean_test_score``, ``std_test_score``,
@@ -120,6 +121,11 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
         Class labels, as :class:`FineTuneClassifier` sets them.
     n_features_in_ : int
         Columns of ``X`` during fit, when ``X`` was a 2-D array.
+
+    See Also
+    --------
+    FineTuneClassifier : The estimator whose depth is searched.
+    probe_layers : Which block's frozen features transfer best.
 
     Examples
     --------
@@ -191,14 +197,17 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images
-        y : array-like of shape (n_samples,)
+            Any accepted image input (see :func:`sktransfer.read_images`).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels, or a 0/1 indicator matrix, as :class:`FineTuneClassifier` takes.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights in each fold's loss and score and in the refit's loss, as
             ``GridSearchCV`` passes them (without metadata routing).
 
         Returns
         -------
-        self : FineTuneClassifierCV
+        FineTuneClassifierCV
+            The fitted search (``self``).
         """
         images, device = self._check_runtime(X)
         classifier = FineTuneClassifier(**self._classifier_params())
@@ -285,32 +294,32 @@ class FineTuneClassifierCV(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     @available_if(_refitted)
     def predict(self, X):
-        """As :meth:`FineTuneClassifier.predict`, by the refitted model (needs ``refit=True``)."""
+        """Predict labels with ``best_estimator_``, as :meth:`FineTuneClassifier.predict`."""
         return self._best().predict(X)
 
     @available_if(_refitted)
     def predict_proba(self, X):
-        """As :meth:`FineTuneClassifier.predict_proba`, by the refitted model (needs ``refit=True``)."""
+        """Predict probabilities with ``best_estimator_``, as ``FineTuneClassifier`` does."""
         return self._best().predict_proba(X)
 
     @available_if(_refitted)
     def decision_function(self, X):
-        """As :meth:`FineTuneClassifier.decision_function`, by the refitted model."""
+        """Compute ``best_estimator_``'s logits (:meth:`FineTuneClassifier.decision_function`)."""
         return self._best().decision_function(X)
 
     @available_if(_refitted)
     def score(self, X, y, sample_weight=None):
-        """As :meth:`FineTuneClassifier.score`, by the refitted model (needs ``refit=True``)."""
+        """Return the accuracy of ``best_estimator_`` on ``X``, ``y`` (needs ``refit=True``)."""
         return self._best().score(X, y, sample_weight=sample_weight)
 
     def transform(self, X):
-        """As :meth:`FineTuneClassifier.transform`, by the refitted model (needs ``refit=True``)."""
+        """Compute ``best_estimator_``'s features (:meth:`FineTuneClassifier.transform`)."""
         # Not available_if: scikit-learn's set_output wraps transform and drops the check.
         self._refitted()
         return self._best().transform(X)
 
     def get_feature_names_out(self, input_features=None):
-        """As :meth:`FineTuneClassifier.get_feature_names_out` (needs ``refit=True``)."""
+        """Get the names of ``transform``'s columns (``best_estimator_``'s)."""
         self._refitted()
         return self._best().get_feature_names_out(input_features)
 

@@ -21,7 +21,8 @@ TRAINING_PARAMETER_DOCS = {
         ``1.0`` uses one rate for all.""",
     "optimizer": """optimizer : {"adamw", "sgd"} or torch optimizer class, default="adamw"
         ``"sgd"`` uses momentum 0.9.""",
-    "weight_decay": """weight_decay : float, default=1e-4""",
+    "weight_decay": """weight_decay : float, default=1e-4
+        Weight decay of the optimizer (decoupled, for AdamW).""",
     "max_epochs": """max_epochs : int or None, default=None
         Most training epochs; ``0`` keeps the initial head (see ``head_init``).
         ``None`` trains 20, except with a probe head and every block frozen: the
@@ -58,8 +59,21 @@ TRAINING_PARAMETER_DOCS = {
         choice is ``early_stopping_``. With a probe head the starting weights
         are scored as epoch 0 and can be the best: training then ends no worse on
         the validation part than the probe.""",
-    "patience": """patience : int, default=3""",
-    "validation_fraction": """validation_fraction : float, default=0.15""",
+    "patience": """patience : int, default=3
+        Epochs without improvement of the validation loss before early stopping.""",
+    "validation_fraction": """validation_fraction : float, default=0.15
+        Fraction of the training data held out for early stopping.""",
+    "class_weight": """class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss (single-label ``y``).""",
+    "threshold": """threshold : float, default=0.5
+        Multi-label ``y`` only: ``predict`` sets a label where its probability is at
+        least this.""",
+    # a placeholder of its own: training takes fewer precisions than NETWORK_PARAMETER_DOCS'
+    "training_precision": """precision : {"fp32", "bf16"}, default="fp32"
+        "bf16" trains and predicts in bfloat16 autocast, where it is fast: on recent
+        GPUs and on CPUs with native bf16 (AVX-512 BF16 or AMX); on a CPU without it
+        it warns and runs in fp32. The loss and the weights stay in float32. ("fp16"
+        would need loss scaling: not offered for training.)""",
     "augment": """augment : None, "light" or callable, default=None
         Training-time augmentation of each preprocessed image tensor (C, H, W):
         ``"light"`` is a random resized crop and horizontal flip; any torchvision

@@ -59,20 +59,20 @@ def compare(X, y, *, quick=False, progress=True, **settings):
     Returns
     -------
     pandas.DataFrame
-        One row per method and setting, with the columns of :func:`~sktransfer.study.results.result_columns`
-        for the task's metrics (``attrs["task"]`` and ``attrs["metric"]`` name them).
-        ``n_train`` and ``n_test`` are the mean sizes over the folds; ``early_stopping``
-        says whether a network row stopped early on held-out images (True, False, or
-        "some folds"; empty for the other rows).
-        With the features kind, ``attrs["layer_probe"]`` holds the layer probe over
-        the outer folds (a diagnostic: see
-        :func:`~sktransfer.study.results.probe_table`).
+        One row per method and setting: the task's metrics (``attrs["task"]``,
+        ``attrs["metric"]``) as in :func:`~sktransfer.study.results.result_columns`;
+        ``n_train``/``n_test`` (mean fold sizes); ``early_stopping`` (True, False, "some
+        folds"). ``attrs["layer_probe"]``: the layer probe over the outer folds, a diagnostic.
 
     Warns
     -----
     UserWarning
         When a test fold holds fewer than ``MIN_TEST_IMAGES`` (20) images: too few to
         tell the methods apart.
+
+    See Also
+    --------
+    write_report : Write the table as a report with plots.
     """
     plan = study_settings(quick, **settings)
     check_settings(plan)

@@ -47,26 +47,28 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
                  estimator=None, image_size=None, image_shape=None, device="auto",
                  precision="fp32", backend="auto", memory=None, pixel_size=32, scoring=None,
                  random_state=0, n_jobs=None, progress=True):
-    """Cross-validated accuracy of a linear probe on the features of every block.
+    """Score a linear probe on the features of every block, by cross-validation.
 
     Parameters
     ----------
     X : images
         Any accepted image input (see :func:`sktransfer.read_images`).
     y : array-like of shape (n_samples,)
-    backbone, weights, image_size, image_shape, device, precision, backend, memory
+        Class labels (with another ``estimator``, any target it takes).
+    backbone, weights : see CNNFeatureExtractor
         As in :class:`CNNFeatureExtractor`.
     cv : int or cross-validation splitter, default=5
         An int gives shuffled stratified folds seeded by ``random_state``.
     estimator : classifier, default=None
         The probe, fitted on standardized features; default: logistic regression.
+    image_size, image_shape, device, precision, backend, memory : see CNNFeatureExtractor
+        As in :class:`CNNFeatureExtractor`.
     pixel_size : int or None, default=32
-        Also probe raw pixels at this size (:class:`PixelFeatures`), the no-transfer
-        baseline; None skips it.
+        Also probe raw pixels at this size (:class:`PixelFeatures`); None skips it.
     scoring : str, default=None
-        A scikit-learn scoring name; None uses the estimator's ``score`` (accuracy
-        for the default probe). The score columns are named after it.
+        A scikit-learn scoring name, naming the score columns; None: ``score``.
     random_state : int, default=0
+        Seed of the folds when ``cv`` is an int.
     n_jobs : int, default=None
         Folds fitted in parallel, as in ``cross_val_score``.
     progress : bool, default=True
@@ -76,16 +78,14 @@ def probe_layers(X, y, *, backbone="efficientnet_lite0", weights="imagenet", cv=
     -------
     pandas.DataFrame
         One row per block: ``block`` (index), ``name``, ``channels``, ``stride``,
-        ``accuracy_mean``, ``accuracy_std`` over folds (``<scoring>_mean`` and ``_std``
-        with ``scoring``), ``seconds`` (the probe's own fits). ``attrs`` holds
-        ``extract_seconds`` (the one shared forward pass) and, with ``pixel_size``,
-        ``pixels`` (mean and std score of the pixel probe).
+        ``accuracy_mean``, ``accuracy_std`` (``<scoring>_mean``, ``_std``), ``seconds``
+        (the probe's fits); ``attrs``: ``extract_seconds`` (the shared forward pass),
+        ``pixels`` (the pixel probe's mean and std). :func:`plot_layer_probe` draws it.
 
     Examples
     --------
-    >>> from sktransfer import probe_layers
-    >>> from sktransfer.datasets import load_digits_images
-    >>> X, y = load_digits_images()
+    >>> from sktransfer import probe_layers, datasets
+    >>> X, y = datasets.load_digits_images()
     >>> table = probe_layers(X[:300], y[:300], image_size=32, cv=3)  # doctest: +SKIP
     >>> table.loc[table["accuracy_mean"].idxmax(), "name"]  # doctest: +SKIP
     'blocks.3'
@@ -223,7 +223,7 @@ def _splitter(cv, y, random_state):
 
 
 def plot_layer_probe(table, path=None, *, ax=None):
-    """The probe's score against depth, with the raw-pixel probe as a line.
+    """Plot the probe's score against depth, with the raw-pixel probe as a line.
 
     Parameters
     ----------
@@ -236,7 +236,12 @@ def plot_layer_probe(table, path=None, *, ax=None):
 
     Returns
     -------
-    matplotlib Axes
+    matplotlib.axes.Axes
+        The axes drawn into.
+
+    See Also
+    --------
+    probe_layers : Compute the table.
     """
     from matplotlib.figure import Figure
 

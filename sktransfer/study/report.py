@@ -30,6 +30,10 @@ def write_report(results, out_dir, *, title="sktransfer comparison", description
     -------
     dict of str to Path
         The files written.
+
+    See Also
+    --------
+    compare : Run the study that gives ``results``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
