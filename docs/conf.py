@@ -33,17 +33,9 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-# The report folders (compare-quick-digits, ...) are Markdown written by
-# `sktransfer compare`; the guide links their images, it does not build them as pages.
-exclude_patterns = [
-    "_build",
-    "**/*.md",
-    "**/*.csv",
-    "auto_examples/*.ipynb",
-    "auto_examples/*.py",
-    "auto_examples/*.zip",
-    "auto_examples/*.json",
-]
+# The report folders (compare-quick-digits, ...) hold Markdown that `sktransfer
+# compare` wrote; the guide shows their images, it does not build them as pages.
+exclude_patterns = ["_build", "**/*.md"]
 
 # -- API reference ---------------------------------------------------------------
 
@@ -122,9 +114,6 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
-    "reference_url": {"sktransfer": None},
-    "doc_module": ("sktransfer",),
-    "backreferences_dir": None,
     "run_stale_examples": False,
     "show_memory": False,
     "min_reported_time": 1,
