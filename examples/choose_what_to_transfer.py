@@ -13,8 +13,8 @@ data, cheaply:
    depth is chosen by 3-fold cross-validation on the training part only (the frozen
    trunk is computed once for all depths and folds), then scored on held-out digits.
 
-Small enough for the gallery: 600 training digits at 48 px, at most 5 epochs per
-fine-tuning; about a minute on 2 CPU cores, offline. Run it as a script with
+Small enough for the documentation build, offline: 600 training digits at 48 px, three
+candidate depths, at most 4 epochs per fine-tuning. Run it as a script with
 ``python examples/choose_what_to_transfer.py``.
 """
 
@@ -59,11 +59,11 @@ plt.show()
 # The freeze depth, by inner cross-validation
 # -------------------------------------------
 # :class:`~sktransfer.FineTuneClassifierCV` runs a grid search over ``freezes`` (here
-# ``"all"``: the head only, and 7, 5 and 3 frozen bottom blocks) and refits the best
+# ``"all"``: the head only, and 7 and 5 frozen bottom blocks) and refits the best
 # depth on all 600 training digits; the held-out digits score the refitted model.
 
 start = time.perf_counter()
-search = FineTuneClassifierCV(freezes=["all", 7, 5, 3], image_size=48, max_epochs=5,
+search = FineTuneClassifierCV(freezes=["all", 7, 5], image_size=48, max_epochs=4,
                               batch_size=32, cv=3, random_state=0, progress=False)
 search.fit(X_train, y_train)
 results = pd.DataFrame(search.cv_results_)[["param_freeze", "mean_test_score",

@@ -13,7 +13,7 @@ each, running inside this process (``processes=False``), so that the script need
 ``if __name__ == "__main__":`` guard and runs as it is in the documentation build. On a
 real cluster, only the ``Client`` line changes: ``Client("tcp://scheduler:8786")``, or
 a cluster object of dask-jobqueue or dask-kubernetes. To stay under two minutes on 2
-CPU cores, the search fits 900 digits at 48 px for 3 epochs. Run it as a script with
+CPU cores, the search fits 600 digits at 48 px for 3 epochs. Run it as a script with
 ``python examples/dask_grid_search.py``.
 """
 
@@ -51,7 +51,7 @@ search = GridSearchCV(
                        progress=False),
     {"freeze": ["all", 6, 3]}, cv=3)
 with joblib.parallel_config(backend="dask"):
-    search.fit(X[:900], y[:900])
+    search.fit(X[:600], y[:600])
 results = pd.DataFrame(search.cv_results_)[["param_freeze", "mean_test_score",
                                             "std_test_score", "mean_fit_time"]]
 print(results.round(3).to_string(index=False))

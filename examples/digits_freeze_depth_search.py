@@ -8,8 +8,8 @@ ImageNet-pretrained efficientnet_lite0 and fine-tunes the blocks above ``freeze`
 like any other hyper-parameter. Frozen blocks are computed once per fit (and cached
 across folds with ``memory``), so the deeper the freeze, the cheaper the fit.
 
-To run in about a minute on 2 CPU cores, offline, it trains on 600 of the 1,797
-digits, upscaled to 48 px, for at most 10 epochs, with 3 folds. Run it as a script
+Small enough for the documentation build, offline: 450 of the 1,797 digits for
+training, upscaled to 48 px, at most 6 epochs per fit, 3 folds. Run it as a script
 with ``python examples/digits_freeze_depth_search.py``.
 """
 
@@ -32,7 +32,7 @@ from sktransfer import FineTuneClassifier, backbone_blocks
 digits = load_digits()
 X = digits.data / 16.0
 X_train, X_test, y_train, y_test = train_test_split(
-    X, digits.target, train_size=600, stratify=digits.target, random_state=0)
+    X, digits.target, train_size=450, stratify=digits.target, random_state=0)
 blocks = backbone_blocks("efficientnet_lite0", image_size=48)
 print(f"efficientnet_lite0 has {len(blocks)} blocks: {', '.join(b.name for b in blocks)}")
 
@@ -40,10 +40,10 @@ print(f"efficientnet_lite0 has {len(blocks)} blocks: {', '.join(b.name for b in 
 # The grid search
 # ---------------
 # Four depths, three folds: twelve fine-tunings and a refit of the best depth on all
-# 600 training digits. ``memory`` caches the frozen blocks' outputs across the folds.
+# 450 training digits. ``memory`` caches the frozen blocks' outputs across the folds.
 
 with tempfile.TemporaryDirectory() as cache:
-    model = FineTuneClassifier(image_size=48, image_shape=(8, 8), max_epochs=10,
+    model = FineTuneClassifier(image_size=48, image_shape=(8, 8), max_epochs=6,
                                lr=2e-3, batch_size=64, random_state=0, memory=cache,
                                progress=False)
     search = GridSearchCV(model, {"freeze": [0, 3, 6, "all"]},
@@ -67,7 +67,7 @@ print(f"best freeze={search.best_params_['freeze']!r}: "
 # Accuracy and cost against depth
 # -------------------------------
 # Left: cross-validated accuracy by the number of trainable blocks (0 is the linear
-# probe). Right: what one fit costs. With 400 training images per fold, adapting the
+# probe). Right: what one fit costs. With 300 training images per fold, adapting the
 # top blocks pays; fine-tuning everything costs most and helps least.
 
 order = table.sort_values("trainable blocks")
